@@ -1,0 +1,70 @@
+"""The one place where settings and their defaults live.
+
+Every setting is read from an environment variable named ``SCRIPTORIUM_<NAME>``. The defaults describe the
+embedded default: a SQLite file and a local-folder object store inside the instance folder, so that a newcomer
+needs no server. The secret key has no default: it comes from ``SCRIPTORIUM_SECRET_KEY`` or from the file
+``<instance>/secret_key`` (which ``make run`` writes once), and the app refuses to start without one.
+"""
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PREFIX = "SCRIPTORIUM_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(PREFIX + name, default)
+
+
+def _default_instance_path() -> str:
+    return str(Path(_env("INSTANCE_PATH") or Path.cwd() / "instance").resolve())
+
+
+@dataclass
+class Settings:
+    """Typed settings; ``as_flask_config`` turns them into Flask's upper-case config keys."""
+
+    instance_path: str = field(default_factory=_default_instance_path)
+    secret_key: str | None = None
+    database_url: str | None = None
+    # The largest request body accepted, in bytes (413 beyond it).
+    max_content_length: int = 5 * 1024**3
+    storage_backend: str = "local"  # "local" or "s3"
+    storage_local_dir: str | None = None
+    s3_bucket: str = "scriptorium"
+    s3_endpoint_url: str | None = None
+    # Where clients reach the object store; presigned URLs are signed for this host.
+    s3_public_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    download_url_expires: int = 300
+    log_level: str = "INFO"
+
+    def __post_init__(self):
+        instance = Path(self.instance_path)
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{instance / 'scriptorium.db'}"
+        if self.storage_local_dir is None:
+            self.storage_local_dir = str(instance / "files")
+        if self.secret_key is None:
+            key_file = instance / "secret_key"
+            if key_file.is_file():
+                self.secret_key = key_file.read_text().strip() or None
+
+    def as_flask_config(self) -> dict:
+        """Return the settings as Flask config keys (``database_url`` → ``DATABASE_URL``)."""
+        return {name.upper(): value for name, value in asdict(self).items()}
+
+
+_INT_FIELDS = {"max_content_length", "download_url_expires"}
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from ``SCRIPTORIUM_*`` environment variables, then apply ``overrides``."""
+    values = {}
+    for name in Settings.__dataclass_fields__:
+        raw = _env(name.upper())
+        if raw is not None and raw != "":
+            values[name] = int(raw) if name in _INT_FIELDS else raw
+    values.update(overrides)
+    return Settings(**values)

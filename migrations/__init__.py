@@ -1,0 +1,1 @@
+"""Alembic migrations; ``webapp.cli`` runs them (``scriptorium migrate``)."""

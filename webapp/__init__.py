@@ -1,0 +1,92 @@
+"""Scriptorium — the Scripts API of a plant-phenotyping data platform.
+
+It registers the analysis **scripts** a lab runs, their **runs**, the **datasets** they produce and the
+time-stamped **records** they emit (JSON payloads, optionally with an attached file), each tied to an
+**experiment**, **season** and **site**.
+
+**Ids** are UUIDs; a path id that is not a UUID is simply not found (404).
+**Timestamps** are ISO 8601; one without an offset is taken as UTC; all are returned in UTC with an offset.
+**JSON fields** (`*_info`, `script_data`) take a JSON object, or a string holding one.
+
+**Lists** are bare JSON arrays, oldest first (creation time, then id), paged with `limit` (default 100, at most
+1000; `0` returns only the count) and `offset` (default 0); the total is in the `X-Total-Count` header.
+Record searches are NDJSON streams instead: every match, one record per line, not paged.
+
+**Errors** have one shape everywhere: `{"code", "error", "error_description", "errors"}` — `errors` maps fields
+to messages and appears for validation errors only. Validation errors are 422 (a malformed JSON body is 400),
+conflicts 409, oversize bodies 413, a body of the wrong media type 415. Unknown body fields are 422; unknown
+query parameters are ignored.
+"""
+
+import logging
+from pathlib import Path
+
+import flask_swagger_ui
+from flask import Blueprint, Flask
+
+from config import Settings, load_settings
+from webapp.extensions import api, db, store
+
+API_CONFIG = {
+    "API_TITLE": "Scriptorium Scripts API",
+    "API_VERSION": "1.0",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/api",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    # Served by the app itself so the docs work offline.
+    "OPENAPI_SWAGGER_UI_URL": "/api/docs/assets/",
+    "API_SPEC_OPTIONS": {"info": {"description": __doc__}},
+}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app from ``settings`` (default: the environment)."""
+    settings = settings or load_settings()
+    app = Flask(__name__, instance_path=settings.instance_path)
+    app.config.update(settings.as_flask_config())
+    app.config.update(API_CONFIG)
+    if not app.config["SECRET_KEY"]:
+        raise RuntimeError(
+            "No secret key: set SCRIPTORIUM_SECRET_KEY or write one into <instance>/secret_key "
+            "(`scriptorium init` does)."
+        )
+    # Collection paths answer with and without a trailing slash, never by redirect.
+    app.url_map.strict_slashes = False
+    configure_logger(app)
+    register_extensions(app)
+    register_blueprints(app)
+    return app
+
+
+def configure_logger(app: Flask) -> None:
+    """Log to stderr at the configured level."""
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the database, the object store and the API to the app."""
+    db.init_app(app)
+    store.init_app(app)
+    api.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Register the API resources, the local-store downloads and the offline docs assets."""
+    from webapp.experiments.routes import blp as experiments_blp
+    from webapp.files.routes import blp as files_blp
+    from webapp.records.routes import blp as records_blp
+    from webapp.scripts.routes import blp as scripts_blp
+    from webapp.sites.routes import blp as sites_blp
+
+    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp):
+        api.register_blueprint(blp)
+    app.register_blueprint(files_blp)
+    app.register_blueprint(
+        Blueprint(
+            "docs_assets",
+            __name__,
+            static_folder=str(Path(flask_swagger_ui.__file__).parent / "dist"),
+            static_url_path="/api/docs/assets",
+        )
+    )

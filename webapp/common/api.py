@@ -1,0 +1,119 @@
+"""Thin project subclasses of flask-smorest's Api, Blueprint and marshmallow's Schema.
+
+Project-wide behaviour has exactly one home here: the error shape, the media-type check of request bodies,
+the unknown-field policy (bodies reject unknown fields, query strings ignore them) and limit/offset paging.
+"""
+
+from functools import wraps
+
+import flask_smorest
+import marshmallow as ma
+from flask import request
+
+from webapp import errors
+from webapp.common.pagination import fetch_page
+
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": ("multipart/form-data",)}
+
+
+class Schema(ma.Schema):
+    """Base schema of request and response bodies: unknown fields are an error."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class QueryArgsSchema(ma.Schema):
+    """Base schema of query strings: unknown parameters are ignored."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class PageArgsSchema(QueryArgsSchema):
+    limit = ma.fields.Integer(
+        load_default=100,
+        validate=ma.validate.Range(min=0, max=1000),
+        metadata={"description": "How many items to return (0–1000)."},
+    )
+    offset = ma.fields.Integer(
+        load_default=0,
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "How many items to skip; past the end gives an empty list."},
+    )
+
+
+class ErrorSchema(Schema):
+    """The one error shape of every endpoint."""
+
+    code = ma.fields.Integer(metadata={"description": "The HTTP status."})
+    error = ma.fields.String(metadata={"description": "Short title of the status."})
+    error_description = ma.fields.String(metadata={"description": "What went wrong and how to fix it."})
+    errors = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.List(ma.fields.String()),
+        metadata={"description": "Field validation messages, by field (validation errors only)."},
+    )
+
+
+def _require_media_type(accepted: tuple[str, ...]) -> None:
+    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+    if has_body and request.mimetype not in accepted:
+        raise errors.UnsupportedMediaTypeError(
+            f"The body must be sent as {' or '.join(accepted)}, not {request.mimetype or 'an untyped body'}."
+        )
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest Blueprint that checks body media types and pages ``select()`` results."""
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        """Parse ``schema`` from ``location``; a body of the wrong media type is 415, not a 422."""
+        parse = super().arguments(schema, location=location, **kwargs)
+        accepted = BODY_MEDIA_TYPES.get(location)
+        if accepted is None:
+            return parse
+
+        def decorator(func):
+            parsed = parse(func)
+
+            @wraps(parsed)
+            def checked(*args, **kw):
+                _require_media_type(accepted)
+                return parsed(*args, **kw)
+
+            return checked
+
+        return decorator
+
+    def paginate(self, *, not_found: str | None = None):
+        """Page a view returning a ``select()``: ``limit``/``offset`` arguments, ``X-Total-Count`` header.
+
+        With ``not_found``, a query matching nothing at all is a 404 with that description.
+        """
+
+        def decorator(func):
+            @wraps(func)
+            def paged(*args, limit, offset, **kwargs):
+                items, total = fetch_page(func(*args, **kwargs), limit=limit, offset=offset)
+                if total == 0 and not_found:
+                    raise errors.NotFoundError(not_found)
+                return items, 200, {"X-Total-Count": str(total)}
+
+            return self.arguments(PageArgsSchema, location="query", as_kwargs=True)(paged)
+
+        return decorator
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest Api rendering every error in the contract's shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def _register_error_handlers(self):
+        errors.register_error_handlers(self._app)
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)

@@ -1,0 +1,63 @@
+"""Marshmallow fields for the contract's conventions (JSON objects as strings, UTC timestamps, name lists)."""
+
+import json
+from datetime import UTC, datetime
+
+import marshmallow as ma
+
+
+class JSONObject(ma.fields.Field):
+    """A JSON object, given as an object or as a string holding one (forms and query strings carry strings)."""
+
+    default_error_messages = {
+        "invalid": "Must be a JSON object, or a string holding a JSON object.",
+        "invalid_json": "Is not valid JSON: {detail}.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise self.make_error("invalid_json", detail=str(exc)) from exc
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        return value
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value
+
+
+class Timestamp(ma.fields.DateTime):
+    """An ISO 8601 timestamp; without an offset it is taken as UTC. Loads keep the given offset."""
+
+    default_error_messages = {"invalid": "Not a valid ISO 8601 timestamp (e.g. 2024-05-01T12:00:00Z)."}
+
+    def __init__(self, **kwargs):
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise self.make_error("invalid") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else value.astimezone(UTC).isoformat()
+
+
+class NameList(ma.fields.List):
+    """A list of names from repeated query keys (``a=x&a=y``); a key given once is split on commas."""
+
+    def __init__(self, **kwargs):
+        super().__init__(ma.fields.String(validate=ma.validate.Length(min=1)), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+            value = [part for part in value[0].split(",") if part != ""]
+        return super()._deserialize(value, attr, data, **kwargs)

@@ -1,0 +1,9 @@
+"""Extensions, created unbound here and bound to an app by the factory (no import cycles)."""
+
+from webapp.common.api import Api
+from webapp.database import Database
+from webapp.storage import ObjectStore
+
+db = Database()
+api = Api()
+store = ObjectStore()

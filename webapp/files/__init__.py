@@ -1,0 +1,1 @@
+"""Signed, expiring download URLs of the local-folder store, served by the app itself."""

@@ -1,0 +1,1 @@
+"""Script records and their attached files."""

@@ -1,0 +1,117 @@
+"""Script records: create with a file, stream searches, read, change, delete, download."""
+
+import logging
+import uuid
+
+import marshmallow as ma
+import orjson
+from flask import Response, current_app, redirect
+from flask.views import MethodView
+
+from webapp.common.api import Blueprint
+from webapp.records.schemas import (
+    RecordFileSchema,
+    RecordFilterArgsSchema,
+    RecordFormSchema,
+    RecordQueryArgsSchema,
+    RecordSchema,
+    RecordUpdateSchema,
+)
+from webapp.services import records
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint("records", __name__, url_prefix="/api/scripts", description="Script records and their files.")
+
+NDJSON_DOC = (
+    "An `application/x-ndjson` stream of every matching record, one per line, oldest timestamp first "
+    "(ties by id), null fields omitted; not paged. A stream that fails midway ends with a line "
+    '`{"error": ..., "error_description": ...}`.'
+)
+
+
+def ndjson_response(lines) -> Response:
+    """Stream ``lines``; a failure midway ends the stream with an error line so it cannot pass as complete."""
+
+    def guarded():
+        try:
+            yield from lines
+        except Exception:
+            log.exception("Record stream failed midway")
+            yield (
+                orjson.dumps(
+                    {
+                        "error": "Internal Server Error",
+                        "error_description": "The stream failed midway and is incomplete; retry the request.",
+                    }
+                )
+                + b"\n"
+            )
+
+    return Response(guarded(), mimetype="application/x-ndjson")
+
+
+@blp.route("/id/<uuid:script_id>/records")
+class ScriptRecords(MethodView):
+    @blp.arguments(RecordQueryArgsSchema, location="query")
+    @blp.response(200, RecordSchema, content_type="application/x-ndjson", description=NDJSON_DOC)
+    @blp.alt_response(404, description="Unknown script.")
+    def get(self, filters, script_id: uuid.UUID):
+        """Stream a script's records, optionally filtered by exact names and collection date."""
+        return ndjson_response(records.stream_records(script_id, filters))
+
+    @blp.arguments(RecordFormSchema, location="form")
+    @blp.arguments(RecordFileSchema, location="files", unknown=ma.RAISE)
+    @blp.response(200, RecordSchema)
+    @blp.alt_response(404, description="Unknown script.")
+    @blp.alt_response(409, description="A record with the same identity exists; it is left untouched.")
+    @blp.alt_response(413, description="The body is larger than the configured maximum.")
+    def post(self, values, files, script_id: uuid.UUID):
+        """Store one record, with an optional file, from a multipart form."""
+        upload = files.get("record_file")
+        if upload is not None and not upload.filename:
+            upload = None  # browsers send an empty part for an empty file input
+        return records.create_record(script_id, values, upload)
+
+
+@blp.route("/id/<uuid:script_id>/records/filter")
+class ScriptRecordsFilter(MethodView):
+    @blp.arguments(RecordFilterArgsSchema, location="query")
+    @blp.response(200, RecordSchema, content_type="application/x-ndjson", description=NDJSON_DOC)
+    @blp.alt_response(404, description="Unknown script.")
+    def get(self, filters, script_id: uuid.UUID):
+        """Stream a script's records within a time range and name lists (OR within a list, AND across)."""
+        return ndjson_response(records.stream_records(script_id, filters))
+
+
+@blp.route("/records/id/<uuid:record_id>")
+class RecordById(MethodView):
+    @blp.response(200, RecordSchema)
+    @blp.alt_response(404, description="Unknown record.")
+    def get(self, record_id: uuid.UUID):
+        """Get one record."""
+        return records.get_record(record_id)
+
+    @blp.arguments(RecordUpdateSchema)
+    @blp.response(200, RecordSchema)
+    @blp.alt_response(404, description="Unknown record.")
+    def patch(self, values, record_id: uuid.UUID):
+        """Replace a record's ``script_data`` and/or ``record_info``."""
+        return records.update_record(record_id, values)
+
+    @blp.response(200, RecordSchema)
+    @blp.alt_response(404, description="Unknown record.")
+    def delete(self, record_id: uuid.UUID):
+        """Delete a record and its stored file; answers the deleted record."""
+        return records.delete_record(record_id)
+
+
+@blp.route("/records/id/<uuid:record_id>/download")
+class RecordDownload(MethodView):
+    @blp.response(307, description="Redirect to a short-lived URL serving the file under its original name.")
+    @blp.alt_response(404, description="Unknown record, or a record without a file.")
+    @blp.alt_response(409, description="The file is still pending (see Retry-After).")
+    def get(self, record_id: uuid.UUID):
+        """Download a record's file through a short-lived URL that needs no credentials."""
+        url = records.download_url(record_id, current_app.config["DOWNLOAD_URL_EXPIRES"])
+        return redirect(url, code=307)

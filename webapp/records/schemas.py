@@ -1,0 +1,77 @@
+"""Schemas of script records: the record, its multipart form, its change and its searches."""
+
+import marshmallow as ma
+from flask_smorest.fields import Upload
+
+from webapp.common.api import QueryArgsSchema, Schema
+from webapp.common.fields import JSONObject, NameList, Timestamp
+
+NAME = ma.validate.Length(min=1, max=255)
+
+
+class RecordSchema(Schema):
+    id = ma.fields.UUID()
+    timestamp = Timestamp()
+    collection_date = ma.fields.Date()
+    script_id = ma.fields.UUID()
+    script_name = ma.fields.String()
+    script_run_id = ma.fields.UUID(allow_none=True)
+    dataset_id = ma.fields.UUID()
+    dataset_name = ma.fields.String()
+    experiment_id = ma.fields.UUID()
+    experiment_name = ma.fields.String()
+    season_id = ma.fields.UUID()
+    season_name = ma.fields.String()
+    site_id = ma.fields.UUID()
+    site_name = ma.fields.String()
+    script_data = JSONObject()
+    record_info = JSONObject()
+    record_file = ma.fields.String(
+        allow_none=True, metadata={"description": "Object-store key of the attached file, or null."}
+    )
+    file_name = ma.fields.String(allow_none=True, metadata={"description": "Original file name, sanitised."})
+    file_size = ma.fields.Integer(allow_none=True)
+    file_sha256 = ma.fields.String(allow_none=True)
+    file_content_type = ma.fields.String(allow_none=True)
+    file_status = ma.fields.String(allow_none=True, metadata={"description": "pending | ready | failed"})
+
+
+class RecordFormSchema(Schema):
+    timestamp = Timestamp(required=True, metadata={"description": "ISO 8601; without an offset, UTC."})
+    collection_date = ma.fields.Date(metadata={"description": "Default: the timestamp's date in its offset."})
+    script_data = JSONObject(load_default=dict)
+    dataset_name = ma.fields.String(
+        validate=NAME,
+        metadata={"description": "Default '<script_name> Dataset <collection_date>'; created when missing."},
+    )
+    experiment_name = ma.fields.String(required=True, validate=NAME)
+    season_name = ma.fields.String(required=True, validate=NAME)
+    site_name = ma.fields.String(required=True, validate=NAME)
+    script_run_id = ma.fields.UUID(metadata={"description": "A run of this script that produced the record."})
+    record_info = JSONObject(load_default=dict)
+
+
+class RecordFileSchema(Schema):
+    record_file = Upload(metadata={"description": "Optional file attached to the record."})
+
+
+class RecordUpdateSchema(Schema):
+    script_data = JSONObject(metadata={"description": "Replaces the stored value."})
+    record_info = JSONObject(metadata={"description": "Replaces the stored value."})
+
+
+class RecordQueryArgsSchema(QueryArgsSchema):
+    experiment_name = ma.fields.String()
+    season_name = ma.fields.String()
+    site_name = ma.fields.String()
+    collection_date = ma.fields.Date()
+    dataset_name = ma.fields.String()
+
+
+class RecordFilterArgsSchema(QueryArgsSchema):
+    start_timestamp = Timestamp(metadata={"description": "Inclusive lower bound."})
+    end_timestamp = Timestamp(metadata={"description": "Inclusive upper bound."})
+    dataset_names = NameList(metadata={"description": "Repeat the key or separate names with commas."})
+    experiment_names = NameList()
+    season_names = NameList()
+    site_names = NameList()

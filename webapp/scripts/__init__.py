@@ -1,0 +1,1 @@
+"""Scripts, their runs and their datasets."""

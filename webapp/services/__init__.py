@@ -1,0 +1,1 @@
+"""The service layer: business rules and transactions, shared by the API and the workers."""

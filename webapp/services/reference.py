@@ -1,0 +1,134 @@
+"""Experiments, seasons and sites: the reference data records point at."""
+
+import uuid
+
+from sqlalchemy import select
+
+from webapp.errors import ValidationError
+from webapp.extensions import db
+from webapp.models import Experiment, Season, Site
+from webapp.services.common import commit, delete, get_or_404, update_fields
+
+
+def list_experiments():
+    """All experiments, oldest first."""
+    return select(Experiment).order_by(Experiment.created_at, Experiment.id)
+
+
+def create_experiment(values: dict) -> Experiment:
+    """Create an experiment; its name must be new (409)."""
+    experiment = Experiment(**values)
+    db.session.add(experiment)
+    commit(f"An experiment named {values['experiment_name']!r} exists already.")
+    return experiment
+
+
+def get_experiment(experiment_id: uuid.UUID) -> Experiment:
+    """The experiment with that id (404)."""
+    return get_or_404(Experiment, experiment_id, "experiment")
+
+
+def update_experiment(experiment_id: uuid.UUID, values: dict) -> Experiment:
+    """Change the given fields of an experiment."""
+    experiment = get_experiment(experiment_id)
+    update_fields(experiment, values)
+    commit(f"An experiment named {values.get('experiment_name')!r} exists already.")
+    return experiment
+
+
+def delete_experiment(experiment_id: uuid.UUID):
+    """Delete an experiment with its seasons; 409 while records reference it."""
+    return delete(get_experiment(experiment_id), "Records still reference this experiment or its seasons.")
+
+
+def list_seasons(experiment_id: uuid.UUID):
+    """The seasons of an experiment, oldest first."""
+    get_experiment(experiment_id)
+    return select(Season).where(Season.experiment_id == experiment_id).order_by(Season.created_at, Season.id)
+
+
+def create_season(experiment_id: uuid.UUID, values: dict) -> Season:
+    """Create a season in an experiment; its name must be new within the experiment (409)."""
+    experiment = get_experiment(experiment_id)
+    season = Season(experiment=experiment, **values)
+    db.session.add(season)
+    commit(f"The experiment already has a season named {values['season_name']!r}.")
+    return season
+
+
+def get_season(season_id: uuid.UUID) -> Season:
+    """The season with that id (404)."""
+    return get_or_404(Season, season_id, "season")
+
+
+def update_season(season_id: uuid.UUID, values: dict) -> Season:
+    """Change the given fields of a season."""
+    season = get_season(season_id)
+    update_fields(season, values)
+    commit(f"The experiment already has a season named {values.get('season_name')!r}.")
+    return season
+
+
+def delete_season(season_id: uuid.UUID):
+    """Delete a season; 409 while records reference it."""
+    return delete(get_season(season_id), "Records still reference this season.")
+
+
+def list_sites():
+    """All sites, oldest first."""
+    return select(Site).order_by(Site.created_at, Site.id)
+
+
+def create_site(values: dict) -> Site:
+    """Create a site; its name must be new (409)."""
+    site = Site(**values)
+    db.session.add(site)
+    commit(f"A site named {values['site_name']!r} exists already.")
+    return site
+
+
+def get_site(site_id: uuid.UUID) -> Site:
+    """The site with that id (404)."""
+    return get_or_404(Site, site_id, "site")
+
+
+def update_site(site_id: uuid.UUID, values: dict) -> Site:
+    """Change the given fields of a site."""
+    site = get_site(site_id)
+    update_fields(site, values)
+    commit(f"A site named {values.get('site_name')!r} exists already.")
+    return site
+
+
+def delete_site(site_id: uuid.UUID):
+    """Delete a site; 409 while records reference it."""
+    return delete(get_site(site_id), "Records still reference this site.")
+
+
+def resolve_names(experiment_name: str, season_name: str, site_name: str) -> tuple[Experiment, Season, Site]:
+    """Look up the experiment, its season and the site by name; 422 naming every one that does not exist."""
+    missing = {}
+    experiment = db.session.scalar(select(Experiment).where(Experiment.experiment_name == experiment_name))
+    if experiment is None:
+        missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
+        season = None
+    else:
+        season = db.session.scalar(
+            select(Season).where(Season.experiment_id == experiment.id, Season.season_name == season_name)
+        )
+        if season is None:
+            missing["season_name"] = f"Experiment {experiment_name!r} has no season named {season_name!r}."
+    site = db.session.scalar(select(Site).where(Site.site_name == site_name))
+    if site is None:
+        missing["site_name"] = f"No site is named {site_name!r}."
+    if missing:
+        raise ValidationError(missing)
+    return experiment, season, site
+
+
+def experiment_by_name(experiment_name: str, field: str = "experiment_name") -> Experiment:
+    """The experiment of that name; 422 on ``field`` when there is none."""
+    experiment = db.session.scalar(select(Experiment).where(Experiment.experiment_name == experiment_name))
+    if experiment is None:
+        raise ValidationError({field: f"No experiment is named {experiment_name!r}."})
+    return experiment

@@ -1,0 +1,49 @@
+"""Sites."""
+
+import uuid
+
+from flask.views import MethodView
+
+from webapp.common.api import Blueprint
+from webapp.services import reference
+from webapp.sites.schemas import SiteSchema, SiteUpdateSchema
+
+blp = Blueprint("sites", __name__, url_prefix="/api/sites", description="Sites where records are collected.")
+
+
+@blp.route("/")
+class Sites(MethodView):
+    @blp.response(200, SiteSchema(many=True))
+    @blp.paginate()
+    def get(self):
+        """List sites, oldest first."""
+        return reference.list_sites()
+
+    @blp.arguments(SiteSchema)
+    @blp.response(200, SiteSchema)
+    @blp.alt_response(409, description="A site of that name exists.")
+    def post(self, values):
+        """Create a site."""
+        return reference.create_site(values)
+
+
+@blp.route("/id/<uuid:site_id>")
+class SiteById(MethodView):
+    @blp.response(200, SiteSchema)
+    @blp.alt_response(404, description="Unknown site.")
+    def get(self, site_id: uuid.UUID):
+        """Get one site."""
+        return reference.get_site(site_id)
+
+    @blp.arguments(SiteUpdateSchema(partial=True))
+    @blp.response(200, SiteSchema)
+    @blp.alt_response(409, description="Another site has that name.")
+    def patch(self, values, site_id: uuid.UUID):
+        """Change the given fields of a site."""
+        return reference.update_site(site_id, values)
+
+    @blp.response(200, SiteSchema)
+    @blp.alt_response(409, description="Records still reference the site.")
+    def delete(self, site_id: uuid.UUID):
+        """Delete a site; answers the deleted site."""
+        return reference.delete_site(site_id)

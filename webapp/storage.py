@@ -1,0 +1,187 @@
+"""The object store behind one small interface, with two backends chosen by configuration.
+
+``local`` keeps files in a folder and hands out signed, expiring URLs that the app itself serves;
+``s3`` talks to any S3-protocol server through boto3 and hands out presigned URLs signed for the public endpoint.
+"""
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+CHUNK = 1024 * 1024
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """What the store learned while writing a file."""
+
+    size: int
+    sha256: str
+
+
+def file_digest(stream: BinaryIO) -> StoredFile:
+    """Read ``stream`` to its end in chunks and return its size and SHA-256, then rewind it."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    stream.seek(0)
+    return StoredFile(size=size, sha256=digest.hexdigest())
+
+
+def content_disposition(file_name: str) -> str:
+    """An ``attachment`` disposition carrying ``file_name`` safely for any characters (RFC 6266/5987)."""
+    ascii_name = file_name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+class Backend(Protocol):
+    def put(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str: ...
+
+
+class LocalBackend:
+    """Files in a local folder; downloads through signed URLs served by the app."""
+
+    def __init__(self, root: str, secret_key: str):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.signer = URLSafeSerializer(secret_key, salt="scriptorium.download")
+
+    def path_of(self, key: str) -> Path:
+        """The file holding ``key``; keys never leave the root."""
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"key escapes the store: {key!r}")
+        return path
+
+    def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        path = self.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        # 'xb' refuses to overwrite; the rename makes the file appear whole or not at all.
+        with open(partial, "xb") as out:
+            shutil.copyfileobj(stream, out, CHUNK)
+        if path.exists():
+            partial.unlink()
+            raise FileExistsError(key)
+        os.replace(partial, path)
+
+    def delete(self, key: str) -> None:
+        self.path_of(key).unlink(missing_ok=True)
+
+    def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
+        token = self.signer.dumps(
+            {"key": key, "name": file_name, "type": content_type, "exp": int(time.time()) + expires_in}
+        )
+        return f"/files/{token}"
+
+    def read_token(self, token: str) -> dict | None:
+        """The payload of a download token, or None when it is forged, tampered with or expired."""
+        try:
+            payload = self.signer.loads(token)
+        except BadSignature:
+            return None
+        if not isinstance(payload, dict) or payload.get("exp", 0) < time.time():
+            return None
+        return payload
+
+
+class S3Backend:
+    """Files in an S3 bucket; downloads through presigned URLs signed for the public endpoint."""
+
+    def __init__(self, bucket: str, endpoint_url: str | None, public_endpoint_url: str | None, region: str):
+        import boto3
+        from botocore.config import Config
+
+        # S3-compatible servers reject the checksum headers boto3 >= 1.36 sends by default.
+        config = Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+        )
+        self.bucket = bucket
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        self.public_client = boto3.client(
+            "s3", endpoint_url=public_endpoint_url or endpoint_url, region_name=region, config=config
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist yet."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
+        return self.public_client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentDisposition": content_disposition(file_name),
+                "ResponseContentType": content_type,
+            },
+            ExpiresIn=expires_in,
+        )
+
+
+class ObjectStore:
+    """Flask extension exposing the configured backend as ``store.backend``."""
+
+    def __init__(self):
+        self.backend: Backend | None = None
+
+    def init_app(self, app) -> None:
+        """Pick the backend named by ``STORAGE_BACKEND``."""
+        kind = app.config["STORAGE_BACKEND"]
+        if kind == "local":
+            self.backend = LocalBackend(app.config["STORAGE_LOCAL_DIR"], app.config["SECRET_KEY"])
+        elif kind == "s3":
+            self.backend = S3Backend(
+                app.config["S3_BUCKET"],
+                app.config["S3_ENDPOINT_URL"],
+                app.config["S3_PUBLIC_ENDPOINT_URL"],
+                app.config["S3_REGION"],
+            )
+        else:
+            raise RuntimeError(f"SCRIPTORIUM_STORAGE_BACKEND must be 'local' or 's3', not {kind!r}")
+        app.extensions["object_store"] = self
+
+    def save(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
+        """Store ``stream`` under ``key`` and return its size and SHA-256."""
+        stored = file_digest(stream)
+        self.backend.put(key, stream, content_type)
+        return stored
+
+    def delete_quietly(self, key: str) -> None:
+        """Delete ``key``, logging rather than raising when the store fails (an orphan is harmless)."""
+        try:
+            self.backend.delete(key)
+        except Exception:
+            log.exception("Could not delete stored file %s", key)
+
+    def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
+        """A short-lived URL serving ``key`` under ``file_name``."""
+        return self.backend.download_url(key, file_name, content_type, expires_in)
