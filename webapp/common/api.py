@@ -15,7 +15,7 @@ from webapp.common.pagination import fetch_page
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": ("multipart/form-data",)}
+BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": FORM_TYPES}
 
 
 class Schema(ma.Schema):

@@ -1,0 +1,129 @@
+"""Fixtures: a real database per run (PostgreSQL, and SQLite for the API suite), an app, a client, entities.
+
+Services the tests need are never faked: a missing PostgreSQL fails the run instead of skipping it.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from config import load_settings
+from webapp import create_app
+from webapp.cli import upgrade_database
+from webapp.extensions import db
+from webapp.models import Base
+
+POSTGRES_URL = os.environ.get("SCRIPTORIUM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgresql_url():
+    """A fresh PostgreSQL database for this run, migrated to head, dropped at the end."""
+    server = make_url(POSTGRES_URL)
+    name = f"scriptorium_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL is needed at {server.render_as_string(hide_password=True)}: {exc}")
+    url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade_database(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory):
+    """A SQLite file database for this run, migrated to head."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'scriptorium.db'}"
+    upgrade_database(url)
+    return url
+
+
+def make_app(tmp_path: Path, database_url: str, **overrides):
+    """An app on ``database_url`` with its own instance folder and local store."""
+    settings = load_settings(
+        instance_path=str(tmp_path),
+        database_url=database_url,
+        secret_key="test-secret-key",
+        storage_backend="local",
+        storage_local_dir=str(tmp_path / "files"),
+        **overrides,
+    )
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+def database_url(request):
+    """The API suite runs once on PostgreSQL and once on SQLite."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="session")
+def session_app(database_url, tmp_path_factory):
+    return make_app(tmp_path_factory.mktemp("instance"), database_url)
+
+
+@pytest.fixture
+def app(session_app):
+    """The app, with every table emptied after the test (commits in the code under test are real)."""
+    with session_app.app_context():
+        yield session_app
+    empty_tables(session_app)
+
+
+def empty_tables(app) -> None:
+    """Delete every row so the next test starts from nothing."""
+    with app.app_context(), db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def reference(client):
+    """An experiment with a season, and a site: what every record needs."""
+    experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
+    season = client.post(
+        f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"}
+    ).json
+    site = client.post("/api/sites", json={"site_name": "Maricopa"}).json
+    return {"experiment": experiment, "season": season, "site": site}
+
+
+@pytest.fixture
+def script(client):
+    """A script with no associations."""
+    response = client.post("/api/scripts", json={"script_name": "canopy-height", "script_extension": "py"})
+    assert response.status_code == 200
+    return response.json
+
+
+def record_form(timestamp="2024-05-01T12:00:00Z", **fields):
+    """A valid multipart form for one record of the ``reference`` fixture's experiment, season and site."""
+    form = {
+        "timestamp": timestamp,
+        "experiment_name": "Drought 2024",
+        "season_name": "Summer",
+        "site_name": "Maricopa",
+        "script_data": '{"height_cm": 41.5}',
+    }
+    form.update(fields)
+    return {key: value for key, value in form.items() if value is not None}
