@@ -75,11 +75,12 @@ def register_blueprints(app: Flask) -> None:
     """Register the API resources, the local-store downloads and the offline docs assets."""
     from webapp.experiments.routes import blp as experiments_blp
     from webapp.files.routes import blp as files_blp
+    from webapp.health.routes import blp as health_blp
     from webapp.records.routes import blp as records_blp
     from webapp.scripts.routes import blp as scripts_blp
     from webapp.sites.routes import blp as sites_blp
 
-    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp):
+    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, health_blp):
         api.register_blueprint(blp)
     app.register_blueprint(files_blp)
     app.register_blueprint(

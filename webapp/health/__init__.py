@@ -1,0 +1,1 @@
+"""Liveness of the web process."""
