@@ -98,7 +98,7 @@ def attach_file(record: Record, upload: FileStorage) -> None:
         if upload.mimetype and upload.mimetype != "application/octet-stream"
         else mimetypes.guess_type(file_name)[0] or "application/octet-stream"
     )
-    key = f"records/{record.script_id}/{record.id}/{file_name}"
+    key = f"records/{record.script.id}/{record.id}/{file_name}"
     try:
         stored = store.save(key, upload.stream, content_type)
     except Exception as exc:
