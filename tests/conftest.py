@@ -4,6 +4,7 @@ Services the tests need are never faked: a missing PostgreSQL fails the run inst
 """
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -75,10 +76,11 @@ def session_app(database_url, tmp_path_factory):
 
 @pytest.fixture
 def app(session_app):
-    """The app, with every table emptied after the test (commits in the code under test are real)."""
+    """The app, with every table and the file store emptied after the test (commits in the code are real)."""
     with session_app.app_context():
         yield session_app
     empty_tables(session_app)
+    shutil.rmtree(session_app.config["STORAGE_LOCAL_DIR"], ignore_errors=True)
 
 
 def empty_tables(app) -> None:

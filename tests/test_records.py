@@ -1,0 +1,214 @@
+"""Single records: create (with and without a file), read, change, delete, duplicates and bad input."""
+
+import hashlib
+import io
+import uuid
+
+import pytest
+
+from tests.conftest import record_form
+
+
+@pytest.fixture
+def records_url(script):
+    return f"/api/scripts/id/{script['id']}/records"
+
+
+def test_post_record_returns_every_field_with_names(client, reference, script, records_url):
+    """A stored record carries ids and names of its script, dataset, experiment, season and site."""
+    response = client.post(records_url, data=record_form(record_info='{"camera": "A"}'))
+    assert response.status_code == 200
+    record = response.json
+    assert record["script_id"] == script["id"]
+    assert record["script_name"] == "canopy-height"
+    assert record["experiment_id"] == reference["experiment"]["id"]
+    assert record["season_id"] == reference["season"]["id"]
+    assert record["site_id"] == reference["site"]["id"]
+    assert record["script_data"] == {"height_cm": 41.5}
+    assert record["record_info"] == {"camera": "A"}
+    assert record["timestamp"] == "2024-05-01T12:00:00+00:00"
+    assert record["dataset_name"] == "canopy-height Dataset 2024-05-01"
+    assert record["record_file"] is None and record["file_status"] is None
+    assert client.get(f"/api/scripts/records/id/{record['id']}").json == record
+
+
+def test_timestamp_without_offset_is_utc_and_offsets_are_normalised(client, reference, records_url):
+    """A naive timestamp is UTC; an offset timestamp is stored in UTC; collection_date uses its own offset."""
+    naive = client.post(records_url, data=record_form(timestamp="2024-05-01T10:00:00")).json
+    assert naive["timestamp"] == "2024-05-01T10:00:00+00:00"
+    shifted = client.post(records_url, data=record_form(timestamp="2024-05-02T01:30:00+05:00")).json
+    assert shifted["timestamp"] == "2024-05-01T20:30:00+00:00"
+    assert shifted["collection_date"] == "2024-05-02"
+
+
+def test_post_record_associates_script_dataset_and_experiment(client, reference, script, records_url):
+    """Storing a record associates its script with the experiment and dataset, and the dataset with both."""
+    client.post(records_url, data=record_form(dataset_name="Flight 7"))
+    datasets = client.get(f"/api/scripts/id/{script['id']}/datasets").json
+    assert [d["dataset_name"] for d in datasets] == ["Flight 7"]
+    experiments = client.get(f"/api/scripts/id/{script['id']}/experiments").json
+    assert [e["id"] for e in experiments] == [reference["experiment"]["id"]]
+
+
+def test_post_record_with_file_stores_name_size_checksum_and_type(client, reference, records_url):
+    """An attached file is stored under a key unique to the record with its metadata."""
+    payload = b"\x89PNG" + bytes(range(256)) * 100
+    form = record_form(record_file=(io.BytesIO(payload), "plot 7.png"))
+    record = client.post(records_url, data=form).json
+    assert record["file_name"] == "plot 7.png"
+    assert record["file_size"] == len(payload)
+    assert record["file_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert record["file_content_type"] == "image/png"
+    assert record["file_status"] == "ready"
+    assert record["id"] in record["record_file"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"), ("a\x00b\x1f\x7fc.txt", "abc.txt"), (".env", "env")],
+)
+def test_unsafe_file_names_are_sanitised(client, reference, records_url, raw, stored):
+    """Path components, control characters and leading dots are removed from file names."""
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), raw))).json
+    assert record["file_name"] == stored
+    assert ".." not in record["record_file"]
+
+
+def test_file_name_with_nothing_usable_is_422(client, reference, records_url):
+    """A file name that sanitises to nothing is rejected and nothing is stored."""
+    response = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "../..")))
+    assert response.status_code == 422
+    assert "record_file" in response.json["errors"]
+    assert client.get(records_url).data == b""
+
+
+def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, app, reference, records_url):
+    """A second record with the same identity is 409; the first record and its file stay as they were."""
+    from webapp.extensions import store
+
+    first = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"first"), "a.txt"))).json
+    again = client.post(
+        records_url, data=record_form(script_data='{"other": 1}', record_file=(io.BytesIO(b"second"), "a.txt"))
+    )
+    assert again.status_code == 409
+    assert again.json["code"] == 409
+    assert client.get(f"/api/scripts/records/id/{first['id']}").json == first
+    assert store.backend.path_of(first["record_file"]).read_bytes() == b"first"
+    stored_files = [p for p in store.backend.root.rglob("*") if p.is_file()]
+    assert stored_files == [store.backend.path_of(first["record_file"])]
+
+
+def test_unknown_experiment_season_or_site_is_422_naming_each(client, reference, records_url):
+    """Each missing reference is named in the 422 errors."""
+    response = client.post(records_url, data=record_form(season_name="Winter", site_name="Nowhere"))
+    assert response.status_code == 422
+    assert set(response.json["errors"]) == {"season_name", "site_name"}
+    response = client.post(records_url, data=record_form(experiment_name="Other"))
+    assert response.status_code == 422
+    assert "experiment_name" in response.json["errors"]
+
+
+def test_missing_required_fields_and_bad_values_are_422(client, reference, records_url):
+    """Missing required fields, non-ISO timestamps, bad JSON fields and unknown fields are 422."""
+    cases = [
+        (record_form(timestamp=None), "timestamp"),
+        (record_form(site_name=None), "site_name"),
+        (record_form(timestamp="yesterday"), "timestamp"),
+        (record_form(timestamp="05/01/2024 12:00"), "timestamp"),
+        (record_form(script_data="[1, 2]"), "script_data"),
+        (record_form(script_data="{broken"), "script_data"),
+        (record_form(collection_date="2024-13-01"), "collection_date"),
+        (record_form(script_run_id="not-a-uuid"), "script_run_id"),
+        (record_form(colour="red"), "colour"),
+    ]
+    for form, field in cases:
+        response = client.post(records_url, data=form)
+        assert response.status_code == 422, form
+        assert field in response.json["errors"], (form, response.json)
+    assert client.get(records_url).data == b""
+
+
+def test_record_run_must_belong_to_the_script(client, reference, script, records_url):
+    """script_run_id must name a run of this script."""
+    other = client.post("/api/scripts", json={"script_name": "other"}).json
+    foreign_run = client.post(f"/api/scripts/id/{other['id']}/runs").json
+    response = client.post(records_url, data=record_form(script_run_id=foreign_run["id"]))
+    assert response.status_code == 422
+    assert "script_run_id" in response.json["errors"]
+    own_run = client.post(f"/api/scripts/id/{script['id']}/runs").json
+    assert client.post(records_url, data=record_form(script_run_id=own_run["id"])).json["script_run_id"] == own_run["id"]
+
+
+def test_post_record_to_unknown_script_is_404(client, reference):
+    """Records of an unknown script are 404."""
+    response = client.post(f"/api/scripts/id/{uuid.uuid4()}/records", data=record_form())
+    assert response.status_code == 404
+
+
+def test_json_body_on_record_post_is_415(client, reference, records_url):
+    """The record endpoint takes a form; a JSON body is an unsupported media type."""
+    response = client.post(records_url, json=record_form())
+    assert response.status_code == 415
+    assert response.json["code"] == 415
+
+
+def test_patch_record_replaces_payloads(client, reference, records_url):
+    """PATCH replaces script_data and record_info; non-objects are 422; unknown ids 404."""
+    record = client.post(records_url, data=record_form(record_info='{"a": 1, "b": 2}')).json
+    url = f"/api/scripts/records/id/{record['id']}"
+    response = client.patch(url, json={"record_info": {"c": 3}})
+    assert response.status_code == 200
+    assert response.json["record_info"] == {"c": 3}
+    assert response.json["script_data"] == {"height_cm": 41.5}
+    assert client.patch(url, json={"script_data": [1]}).status_code == 422
+    assert client.patch(url, json={"timestamp": "2024-01-01T00:00:00Z"}).status_code == 422
+    assert client.patch(f"/api/scripts/records/id/{uuid.uuid4()}", json={"record_info": {}}).status_code == 404
+
+
+def test_delete_record_removes_it_and_its_file(client, app, reference, records_url):
+    """DELETE removes the record and its stored file."""
+    from webapp.extensions import store
+
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))).json
+    path = store.backend.path_of(record["record_file"])
+    assert path.exists()
+    assert client.delete(f"/api/scripts/records/id/{record['id']}").status_code == 200
+    assert client.get(f"/api/scripts/records/id/{record['id']}").status_code == 404
+    assert not path.exists()
+    assert client.delete(f"/api/scripts/records/id/{record['id']}").status_code == 404
+
+
+def test_storage_failure_leaves_no_record_behind(client, app, reference, records_url, monkeypatch):
+    """When the object store fails, the answer is 503 and neither record nor dataset is stored."""
+    from webapp.extensions import store
+
+    def broken_put(key, stream, content_type):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.backend, "put", broken_put)
+    response = client.post(records_url, data=record_form(dataset_name="New", record_file=(io.BytesIO(b"x"), "a.txt")))
+    assert response.status_code == 503
+    assert "disk full" not in response.json["error_description"]
+    assert client.get(records_url).data == b""
+    scripts_datasets = client.get(records_url.replace("/records", "/datasets"))
+    assert scripts_datasets.status_code == 404
+
+
+def test_download_of_record_without_file_is_404(client, reference, records_url):
+    """A record without a file has nothing to download."""
+    record = client.post(records_url, data=record_form()).json
+    assert client.get(f"/api/scripts/records/id/{record['id']}/download").status_code == 404
+    assert client.get(f"/api/scripts/records/id/{uuid.uuid4()}/download").status_code == 404
+
+
+def test_download_of_pending_file_is_409_with_retry_after(client, app, reference, records_url):
+    """A file still pending answers 409 with Retry-After."""
+    from webapp.extensions import db
+    from webapp.models import Record
+
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))).json
+    db.session.get(Record, uuid.UUID(record["id"])).file_status = "pending"
+    db.session.commit()
+    response = client.get(f"/api/scripts/records/id/{record['id']}/download")
+    assert response.status_code == 409
+    assert response.headers["Retry-After"]
