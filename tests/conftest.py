@@ -30,7 +30,7 @@ def postgresql_url():
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"PostgreSQL is needed at {server.render_as_string(hide_password=True)}: {exc}")
     url = server.set(database=name).render_as_string(hide_password=False)
     upgrade_database(url)
@@ -103,9 +103,7 @@ def client(app):
 def reference(client):
     """An experiment with a season, and a site: what every record needs."""
     experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
-    season = client.post(
-        f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"}
-    ).json
+    season = client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"}).json
     site = client.post("/api/sites", json={"site_name": "Maricopa"}).json
     return {"experiment": experiment, "season": season, "site": site}
 

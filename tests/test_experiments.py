@@ -8,9 +8,7 @@ def test_create_experiment_returns_every_field(client):
     response = client.post("/api/experiments", json={"experiment_name": "E1", "experiment_start_date": "2024-01-01"})
     assert response.status_code == 200
     body = response.json
-    assert set(body) == {
-        "id", "experiment_name", "experiment_info", "experiment_start_date", "experiment_end_date"
-    }
+    assert set(body) == {"id", "experiment_name", "experiment_info", "experiment_start_date", "experiment_end_date"}
     assert body["experiment_info"] == {}
     assert body["experiment_start_date"] == "2024-01-01"
     assert body["experiment_end_date"] is None

@@ -86,7 +86,9 @@ def test_filter_time_bounds_are_inclusive_and_work_alone(client, reference, reco
     ]
     url = records_url + "/filter"
     both = read_ndjson(
-        client.get(url, query_string={"start_timestamp": "2024-05-02T00:00:00Z", "end_timestamp": "2024-05-03T00:00:00"})
+        client.get(
+            url, query_string={"start_timestamp": "2024-05-02T00:00:00Z", "end_timestamp": "2024-05-03T00:00:00"}
+        )
     )
     assert [line["id"] for line in both] == ids[1:]
     start_only = read_ndjson(client.get(url, query_string={"start_timestamp": "2024-05-02T02:00:00+02:00"}))

@@ -65,7 +65,12 @@ def test_post_record_with_file_stores_name_size_checksum_and_type(client, refere
 
 @pytest.mark.parametrize(
     ("raw", "stored"),
-    [("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"), ("a\x00b\x1f\x7fc.txt", "abc.txt"), (".env", "env")],
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        ("a\x00b\x1f\x7fc.txt", "abc.txt"),
+        (".env", "env"),
+    ],
 )
 def test_unsafe_file_names_are_sanitised(client, reference, records_url, raw, stored):
     """Path components, control characters and leading dots are removed from file names."""
@@ -136,7 +141,9 @@ def test_record_run_must_belong_to_the_script(client, reference, script, records
     assert response.status_code == 422
     assert "script_run_id" in response.json["errors"]
     own_run = client.post(f"/api/scripts/id/{script['id']}/runs").json
-    assert client.post(records_url, data=record_form(script_run_id=own_run["id"])).json["script_run_id"] == own_run["id"]
+    assert (
+        client.post(records_url, data=record_form(script_run_id=own_run["id"])).json["script_run_id"] == own_run["id"]
+    )
 
 
 def test_post_record_to_unknown_script_is_404(client, reference):

@@ -18,7 +18,13 @@ def test_create_script_returns_every_field(client):
     assert response.status_code == 200
     body = response.json
     assert set(body) == {
-        "id", "script_name", "script_url", "script_extension", "script_info", "created_at", "updated_at"
+        "id",
+        "script_name",
+        "script_url",
+        "script_extension",
+        "script_info",
+        "created_at",
+        "updated_at",
     }
     assert body["script_url"] is None and body["script_extension"] is None
     assert body["script_info"] == {}

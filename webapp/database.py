@@ -6,15 +6,17 @@ asks this module for the few things that differ (connection setup, JSON containm
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 
 import orjson
+from flask import current_app
 from sqlalchemy import JSON, Select, Text, cast, create_engine, event, func, literal_column, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session
 
 
 def json_contains(document, pattern) -> bool:
@@ -59,21 +61,26 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 class Database:
-    """Flask extension holding the engine and a scoped session; bound to an app by ``init_app``."""
+    """Flask extension: one engine per app and a scoped session bound to the current app's engine."""
 
     def __init__(self):
-        self.engine: Engine | None = None
-        self.session = scoped_session(sessionmaker(expire_on_commit=False))
+        # One session per app and thread: tests and tools may hold several apps in one process.
+        self.session = scoped_session(
+            self._new_session, scopefunc=lambda: (id(current_app._get_current_object()), threading.get_ident())
+        )
 
     def init_app(self, app) -> None:
-        """Create the engine from ``DATABASE_URL`` and end the session with each app context."""
-        self.engine = make_engine(app.config["DATABASE_URL"])
-        self.session.configure(bind=self.engine)
-        app.extensions["database"] = self
+        """Create the app's engine from ``DATABASE_URL`` and end the session with each app context."""
+        app.extensions["database"] = make_engine(app.config["DATABASE_URL"])
+        app.teardown_appcontext(lambda _exc: self.session.remove())
 
-        @app.teardown_appcontext
-        def remove_session(_exc):
-            self.session.remove()
+    def _new_session(self) -> Session:
+        return Session(bind=self.engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the current app."""
+        return current_app.extensions["database"]
 
     @property
     def is_postgresql(self) -> bool:
@@ -97,15 +104,22 @@ class Database:
         Null columns are left out; JSON-document columns are embedded whole (their own nulls kept).
         On PostgreSQL the server renders each line, which is several times faster than Python.
         """
-        if self.is_postgresql:
+        # The engine is taken now: the lines are produced after the request's app context has ended.
+        engine = self.engine
+        on_postgresql = engine.dialect.name == "postgresql"
+        if on_postgresql:
             stmt = stmt.with_only_columns(_json_line_sql(stmt), maintain_column_froms=True)
-        with self.engine.connect() as connection:
-            result = connection.execution_options(stream_results=True, yield_per=batch).execute(stmt)
-            for rows in result.partitions():
-                if self.is_postgresql:
-                    yield "".join(line for (line,) in rows).encode()
-                else:
-                    yield b"".join(_json_line(row._mapping) for row in rows)
+
+        def lines():
+            with engine.connect() as connection:
+                result = connection.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+                for rows in result.partitions():
+                    if on_postgresql:
+                        yield "".join(line for (line,) in rows).encode()
+                    else:
+                        yield b"".join(_json_line(row._mapping) for row in rows)
+
+        return lines()
 
 
 def _json_line_sql(stmt: Select):

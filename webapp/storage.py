@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
+from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 
 CHUNK = 1024 * 1024
@@ -148,26 +149,30 @@ class S3Backend:
 
 
 class ObjectStore:
-    """Flask extension exposing the configured backend as ``store.backend``."""
-
-    def __init__(self):
-        self.backend: Backend | None = None
+    """Flask extension exposing the current app's configured backend as ``store.backend``."""
 
     def init_app(self, app) -> None:
-        """Pick the backend named by ``STORAGE_BACKEND``."""
-        kind = app.config["STORAGE_BACKEND"]
+        """Create the backend named by ``STORAGE_BACKEND``."""
+        app.extensions["object_store"] = self._make_backend(app.config)
+
+    @staticmethod
+    def _make_backend(config) -> Backend:
+        kind = config["STORAGE_BACKEND"]
         if kind == "local":
-            self.backend = LocalBackend(app.config["STORAGE_LOCAL_DIR"], app.config["SECRET_KEY"])
-        elif kind == "s3":
-            self.backend = S3Backend(
-                app.config["S3_BUCKET"],
-                app.config["S3_ENDPOINT_URL"],
-                app.config["S3_PUBLIC_ENDPOINT_URL"],
-                app.config["S3_REGION"],
+            return LocalBackend(config["STORAGE_LOCAL_DIR"], config["SECRET_KEY"])
+        if kind == "s3":
+            return S3Backend(
+                config["S3_BUCKET"],
+                config["S3_ENDPOINT_URL"],
+                config["S3_PUBLIC_ENDPOINT_URL"],
+                config["S3_REGION"],
             )
-        else:
-            raise RuntimeError(f"SCRIPTORIUM_STORAGE_BACKEND must be 'local' or 's3', not {kind!r}")
-        app.extensions["object_store"] = self
+        raise RuntimeError(f"SCRIPTORIUM_STORAGE_BACKEND must be 'local' or 's3', not {kind!r}")
+
+    @property
+    def backend(self) -> Backend:
+        """The backend of the current app."""
+        return current_app.extensions["object_store"]
 
     def save(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
         """Store ``stream`` under ``key`` and return its size and SHA-256."""

@@ -12,7 +12,7 @@ class HealthSchema(Schema):
     status = ma.fields.String()
 
 
-@blp.route("/")
+@blp.route("")
 class Health(MethodView):
     @blp.response(200, HealthSchema)
     def get(self):

@@ -30,7 +30,7 @@ class AllScripts(MethodView):
         return scripts.search_scripts({})
 
 
-@blp.route("/")
+@blp.route("")
 class Scripts(MethodView):
     @blp.arguments(ScriptQueryArgsSchema, location="query")
     @blp.response(200, ScriptSchema(many=True))

@@ -11,7 +11,7 @@ from webapp.sites.schemas import SiteSchema, SiteUpdateSchema
 blp = Blueprint("sites", __name__, url_prefix="/api/sites", description="Sites where records are collected.")
 
 
-@blp.route("/")
+@blp.route("")
 class Sites(MethodView):
     @blp.response(200, SiteSchema(many=True))
     @blp.paginate()
