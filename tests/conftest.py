@@ -21,6 +21,16 @@ from webapp.models import Base
 POSTGRES_URL = os.environ.get("SCRIPTORIUM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment():
+    """Settings come from each test's own values, never from the developer's shell."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in os.environ:
+            if name.startswith("SCRIPTORIUM_") and not name.startswith("SCRIPTORIUM_TEST_"):
+                patch.delenv(name)
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgresql_url():
     """A fresh PostgreSQL database for this run, migrated to head, dropped at the end."""
@@ -50,14 +60,15 @@ def sqlite_url(tmp_path_factory):
 
 def make_app(tmp_path: Path, database_url: str, **overrides):
     """An app on ``database_url`` with its own instance folder and local store."""
-    settings = load_settings(
-        instance_path=str(tmp_path),
-        database_url=database_url,
-        secret_key="test-secret-key",
-        storage_backend="local",
-        storage_local_dir=str(tmp_path / "files"),
+    values = {
+        "instance_path": str(tmp_path),
+        "database_url": database_url,
+        "secret_key": "test-secret-key",
+        "storage_backend": "local",
+        "storage_local_dir": str(tmp_path / "files"),
         **overrides,
-    )
+    }
+    settings = load_settings(**values)
     app = create_app(settings)
     app.config["TESTING"] = True
     return app

@@ -1,0 +1,130 @@
+"""The S3 backend against a real S3-protocol server (moto's server, started on loopback by the tests)."""
+
+import io
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from tests.conftest import make_app, record_form
+from tests.servers import s3_server
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module", autouse=True)
+def aws_credentials():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "scriptorium-test")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "scriptorium-test-secret")
+        yield
+
+
+@pytest.fixture
+def s3_app(tmp_path, postgresql_url, s3_endpoint):
+    """An app on PostgreSQL storing files in a fresh bucket; clients reach S3 through a public hostname."""
+    from tests.conftest import empty_tables
+
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    bucket = f"scriptorium-{tmp_path.name.lower().replace('_', '-')}"[:63]
+    app = make_app(
+        tmp_path,
+        postgresql_url,
+        storage_backend="s3",
+        s3_endpoint_url=s3_endpoint,
+        s3_public_endpoint_url=public,
+        s3_bucket=bucket,
+        download_url_expires=120,
+    )
+    with app.app_context():
+        from webapp.extensions import store
+
+        store.backend.ensure_bucket()
+        yield app
+    empty_tables(app)
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def posted(s3_app):
+    """A record with a file posted through the API to the S3 backend."""
+    client = s3_app.test_client()
+    experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
+    client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
+    client.post("/api/sites", json={"site_name": "Maricopa"})
+    script = client.post("/api/scripts", json={"script_name": "canopy-height"}).json
+    payload = bytes(range(256)) * 4096
+    form = record_form(record_file=(io.BytesIO(payload), "leaf scan.tif"))
+    record = client.post(f"/api/scripts/id/{script['id']}/records", data=form).json
+    return client, script, record, payload
+
+
+def test_upload_lands_in_the_bucket_under_the_record_key(s3_app, posted, s3):
+    """The file is in the bucket under the record's key, with its content type."""
+    _, _, record, payload = posted
+    head = s3.head_object(Bucket=s3_app.config["S3_BUCKET"], Key=record["record_file"])
+    assert head["ContentLength"] == len(payload) == record["file_size"]
+    assert head["ContentType"] == "image/tiff"
+
+
+def test_download_redirect_is_a_presigned_url_for_the_public_endpoint(s3_app, posted):
+    """The 307 goes to the public endpoint, expires as configured, and serves the file by plain HTTP GET."""
+    client, _, record, payload = posted
+    response = client.get(f"/api/scripts/records/id/{record['id']}/download")
+    assert response.status_code == 307
+    location = response.headers["Location"]
+    parts = urlsplit(location)
+    assert parts.hostname == "localhost"
+    assert parse_qs(parts.query)["X-Amz-Expires"] == ["120"]
+    fetched = requests.get(location, timeout=10)
+    assert fetched.status_code == 200
+    assert fetched.content == payload
+    assert "leaf%20scan.tif" in fetched.headers["Content-Disposition"]
+
+
+def test_deleting_a_record_deletes_its_object(s3_app, posted, s3):
+    """DELETE of the record removes the object from the bucket."""
+    client, _, record, _ = posted
+    assert client.delete(f"/api/scripts/records/id/{record['id']}").status_code == 200
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=s3_app.config["S3_BUCKET"], Key=record["record_file"])
+    assert missing.value.response["Error"]["Code"] == "404"
+
+
+def test_deleting_a_script_deletes_its_objects(s3_app, posted, s3):
+    """DELETE of the script removes its records' objects."""
+    client, script, record, _ = posted
+    s3.head_object(Bucket=s3_app.config["S3_BUCKET"], Key=record["record_file"])
+    assert client.delete(f"/api/scripts/id/{script['id']}").status_code == 200
+    listed = s3.list_objects_v2(Bucket=s3_app.config["S3_BUCKET"], Prefix=f"records/{script['id']}/")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_unreachable_object_store_is_503_and_stores_nothing(tmp_path, postgresql_url):
+    """When the S3 server cannot be reached, the POST is 503 and leaves no record behind."""
+    from tests.conftest import empty_tables
+    from tests.servers import free_port
+
+    app = make_app(tmp_path, postgresql_url, storage_backend="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    client = app.test_client()
+    try:
+        experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
+        client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
+        client.post("/api/sites", json={"site_name": "Maricopa"})
+        script = client.post("/api/scripts", json={"script_name": "s"}).json
+        form = record_form(record_file=(io.BytesIO(b"x"), "a.txt"))
+        response = client.post(f"/api/scripts/id/{script['id']}/records", data=form)
+        assert response.status_code == 503
+        assert client.get(f"/api/scripts/id/{script['id']}/records").data == b""
+    finally:
+        empty_tables(app)
