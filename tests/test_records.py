@@ -133,6 +133,13 @@ def test_missing_required_fields_and_bad_values_are_422(client, reference, recor
     assert client.get(records_url).data == b""
 
 
+def test_file_under_an_unknown_part_name_is_422_not_dropped(client, reference, records_url):
+    """A file sent under another name than record_file is refused rather than silently ignored."""
+    response = client.post(records_url, data=record_form(photo=(io.BytesIO(b"x"), "a.png")))
+    assert response.status_code == 422
+    assert "photo" in response.json["errors"]
+
+
 def test_record_run_must_belong_to_the_script(client, reference, script, records_url):
     """script_run_id must name a run of this script."""
     other = client.post("/api/scripts", json={"script_name": "other"}).json

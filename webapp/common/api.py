@@ -9,13 +9,28 @@ from functools import wraps
 import flask_smorest
 import marshmallow as ma
 from flask import request
+from webargs.flaskparser import FlaskParser
+from webargs.multidictproxy import MultiDictProxy
+from werkzeug.datastructures import CombinedMultiDict
 
 from webapp import errors
+from webapp.common.fields import JSONObject
 from webapp.common.pagination import fetch_page
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": FORM_TYPES}
+BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": FORM_TYPES, "multipart": FORM_TYPES}
+
+
+class Parser(FlaskParser):
+    """webargs parser with a ``multipart`` location: form fields and files parsed as one body."""
+
+    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "multipart": None}
+
+    def load_multipart(self, req, schema):
+        """Form fields and uploaded files together, so one schema (and one OpenAPI body) covers both."""
+        return MultiDictProxy(CombinedMultiDict([req.form, req.files]), schema)
 
 
 class Schema(ma.Schema):
@@ -69,6 +84,12 @@ def _require_media_type(accepted: tuple[str, ...]) -> None:
 class Blueprint(flask_smorest.Blueprint):
     """flask-smorest Blueprint that checks body media types and pages ``select()`` results."""
 
+    ARGUMENTS_PARSER = Parser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+        **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
+        "multipart": "multipart/form-data",
+    }
+
     def arguments(self, schema, *, location="json", **kwargs):
         """Parse ``schema`` from ``location``; a body of the wrong media type is 415, not a 422."""
         parse = super().arguments(schema, location=location, **kwargs)
@@ -111,6 +132,11 @@ class Api(flask_smorest.Api):
     """flask-smorest Api rendering every error in the contract's shape."""
 
     ERROR_SCHEMA = ErrorSchema
+
+    def init_app(self, app, *args, **kwargs):
+        """Bind to ``app`` and teach the OpenAPI generator the project's custom fields."""
+        super().init_app(app, *args, **kwargs)
+        self.register_field(JSONObject, "object", None)
 
     def _register_error_handlers(self):
         errors.register_error_handlers(self._app)

@@ -3,14 +3,12 @@
 import logging
 import uuid
 
-import marshmallow as ma
 import orjson
 from flask import Response, current_app, redirect
 from flask.views import MethodView
 
 from webapp.common.api import Blueprint
 from webapp.records.schemas import (
-    RecordFileSchema,
     RecordFilterArgsSchema,
     RecordFormSchema,
     RecordQueryArgsSchema,
@@ -60,15 +58,14 @@ class ScriptRecords(MethodView):
         """Stream a script's records, optionally filtered by exact names and collection date."""
         return ndjson_response(records.stream_records(script_id, filters))
 
-    @blp.arguments(RecordFormSchema, location="form")
-    @blp.arguments(RecordFileSchema, location="files", unknown=ma.RAISE)
+    @blp.arguments(RecordFormSchema, location="multipart")
     @blp.response(200, RecordSchema)
     @blp.alt_response(404, description="Unknown script.")
     @blp.alt_response(409, description="A record with the same identity exists; it is left untouched.")
     @blp.alt_response(413, description="The body is larger than the configured maximum.")
-    def post(self, values, files, script_id: uuid.UUID):
+    def post(self, values, script_id: uuid.UUID):
         """Store one record, with an optional file, from a multipart form."""
-        upload = files.get("record_file")
+        upload = values.pop("record_file", None)
         if upload is not None and not upload.filename:
             upload = None  # browsers send an empty part for an empty file input
         return records.create_record(script_id, values, upload)

@@ -49,9 +49,6 @@ class RecordFormSchema(Schema):
     site_name = ma.fields.String(required=True, validate=NAME)
     script_run_id = ma.fields.UUID(metadata={"description": "A run of this script that produced the record."})
     record_info = JSONObject(load_default=dict)
-
-
-class RecordFileSchema(Schema):
     record_file = Upload(metadata={"description": "Optional file attached to the record."})
 
 
