@@ -35,7 +35,7 @@ def main():
 
 @main.command()
 def init():
-    """Create the instance folder and its secret key (once), then migrate the database."""
+    """Create the instance folder and its secret key (once), migrate the database, create the bucket."""
     settings = load_settings()
     instance = Path(settings.instance_path)
     instance.mkdir(parents=True, exist_ok=True)
@@ -46,6 +46,13 @@ def init():
         click.echo(f"Wrote a new secret key to {key_file}")
     upgrade_database(settings.database_url)
     click.echo(f"Database ready: {_redacted(settings.database_url)}")
+    if settings.storage_backend == "s3":
+        from webapp.storage import S3Backend
+
+        S3Backend(
+            settings.s3_bucket, settings.s3_endpoint_url, settings.s3_public_endpoint_url, settings.s3_region
+        ).ensure_bucket()
+        click.echo(f"Bucket ready: {settings.s3_bucket}")
 
 
 @main.command()

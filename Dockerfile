@@ -1,0 +1,16 @@
+# One image for the web process and the worker.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY config ./config
+COPY migrations ./migrations
+COPY webapp ./webapp
+COPY workers ./workers
+COPY wsgi.py ./
+RUN pip install --no-cache-dir . && useradd --system --home /app scriptorium && mkdir -p /app/instance \
+    && chown scriptorium /app/instance
+USER scriptorium
+EXPOSE 5000
+CMD ["scriptorium", "serve", "--host", "0.0.0.0", "--workers", "2"]
