@@ -41,6 +41,15 @@ def test_stream_is_ordered_by_timestamp_then_id_with_nulls_omitted(client, refer
     assert lines[0] == {key: value for key, value in single.items() if value is not None}
 
 
+def test_fractional_timestamps_read_the_same_in_streams_and_single_reads(client, reference, records_url):
+    """Sub-second timestamps keep their precision and one spelling everywhere."""
+    record = client.post(records_url, data=record_form(timestamp="2024-05-01T12:00:00.250+02:00")).json
+    assert record["timestamp"] == "2024-05-01T10:00:00.25+00:00"
+    (line,) = read_ndjson(client.get(records_url))
+    assert line["timestamp"] == record["timestamp"]
+    assert client.get(f"/api/scripts/records/id/{record['id']}").json["timestamp"] == record["timestamp"]
+
+
 def test_ties_in_timestamp_are_ordered_by_id(client, reference, records_url):
     """Records with the same timestamp (different sites) come in id order."""
     client.post("/api/sites", json={"site_name": "Ames"})

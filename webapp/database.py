@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 
 import orjson
 from flask import current_app
@@ -17,6 +18,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session
+
+from webapp.common.fields import iso_utc
 
 
 def json_contains(document, pattern) -> bool:
@@ -136,4 +139,5 @@ def _json_line_sql(stmt: Select):
 
 
 def _json_line(row) -> bytes:
-    return orjson.dumps({key: value for key, value in row.items() if value is not None}) + b"\n"
+    line = {key: iso_utc(value) if isinstance(value, datetime) else value for key, value in row.items()}
+    return orjson.dumps({key: value for key, value in line.items() if value is not None}) + b"\n"

@@ -28,6 +28,15 @@ class JSONObject(ma.fields.Field):
         return value
 
 
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with an explicit offset and no trailing zeros in the fraction, as PostgreSQL writes it."""
+    text = value.astimezone(UTC).isoformat()
+    if "." in text:
+        moment, offset = text[:-6], text[-6:]
+        text = moment.rstrip("0").rstrip(".") + offset
+    return text
+
+
 class Timestamp(ma.fields.DateTime):
     """An ISO 8601 timestamp; without an offset it is taken as UTC. Loads keep the given offset."""
 
@@ -46,7 +55,7 @@ class Timestamp(ma.fields.DateTime):
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
     def _serialize(self, value, attr, obj, **kwargs):
-        return None if value is None else value.astimezone(UTC).isoformat()
+        return None if value is None else iso_utc(value)
 
 
 class NameList(ma.fields.List):
