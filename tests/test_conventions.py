@@ -156,3 +156,33 @@ def test_docs_page_works_offline(client):
     for asset in assets:
         assert asset.startswith("/"), asset
         assert client.get(asset).status_code == 200, asset
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"site_name": "a\x00b"}, "site_name"),
+        ({"site_name": "a", "site_info": {"k": "v\x00"}}, "site_info"),
+        ({"site_name": "a", "site_info": {"k\x00": 1}}, "site_info"),
+    ],
+)
+def test_nul_characters_are_422_not_500(client, body, field):
+    """Text holding NUL characters, which PostgreSQL cannot store, is a validation error naming the field."""
+    response = client.post("/api/sites", json=body)
+    assert response.status_code == 422
+    assert field in response.json["errors"]
+
+
+def test_nul_in_a_query_filter_is_422(client):
+    """A NUL in a query parameter is refused before it reaches the database."""
+    client.post("/api/scripts", json={"script_name": "a"})
+    response = client.get("/api/scripts", query_string={"script_name": "a\x00"})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("info", ['{"x": NaN}', '{"x": Infinity}', '{"x": [1, -Infinity]}', '{"x": 1e999}'])
+def test_non_finite_numbers_in_json_fields_are_422(client, info):
+    """NaN and Infinity are not JSON: a JSON field holding one is refused."""
+    response = client.post("/api/sites", json={"site_name": "a", "site_info": info})
+    assert response.status_code == 422
+    assert "site_info" in response.json["errors"]

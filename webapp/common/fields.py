@@ -1,6 +1,7 @@
 """Marshmallow fields for the contract's conventions (JSON objects as strings, UTC timestamps, name lists)."""
 
 import json
+import math
 from datetime import UTC, datetime
 
 import marshmallow as ma
@@ -12,6 +13,8 @@ class JSONObject(ma.fields.Field):
     default_error_messages = {
         "invalid": "Must be a JSON object, or a string holding a JSON object.",
         "invalid_json": "Is not valid JSON: {detail}.",
+        "not_finite": "Numbers must be finite: JSON has no NaN or Infinity.",
+        "nul": "Text may not contain NUL (\\u0000) characters.",
     }
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -22,6 +25,9 @@ class JSONObject(ma.fields.Field):
                 raise self.make_error("invalid_json", detail=str(exc)) from exc
         if not isinstance(value, dict):
             raise self.make_error("invalid")
+        problem = _json_problem(value)
+        if problem:
+            raise self.make_error(problem)
         return value
 
     def _serialize(self, value, attr, obj, **kwargs):
@@ -37,6 +43,21 @@ def iso_utc(value: datetime) -> str:
     return text
 
 
+def _json_problem(value) -> str | None:
+    """What PostgreSQL's jsonb would refuse in ``value``: a NaN or infinite number, or a NUL in text."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "not_finite"
+    if isinstance(value, str):
+        return "nul" if "\x00" in value else None
+    if isinstance(value, dict):
+        children = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        children = value
+    else:
+        return None
+    return next((problem for child in children if (problem := _json_problem(child))), None)
+
+
 class Timestamp(ma.fields.DateTime):
     """An ISO 8601 timestamp; without an offset it is taken as UTC. Loads keep the given offset."""
 
@@ -50,9 +71,12 @@ class Timestamp(ma.fields.DateTime):
             raise self.make_error("invalid")
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError as exc:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            parsed.astimezone(UTC)  # a moment that cannot be expressed in UTC (year 1 or 9999 edges)
+        except (ValueError, OverflowError) as exc:
             raise self.make_error("invalid") from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed
 
     def _serialize(self, value, attr, obj, **kwargs):
         return None if value is None else iso_utc(value)
