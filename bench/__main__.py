@@ -2,6 +2,7 @@
 
 import importlib
 import sys
+import traceback
 
 from bench import BENCHMARKS
 
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         # One failing benchmark should not hide the numbers of the others.
         try:
             status = importlib.import_module(f"bench.{name}").main([]) or status
-        except Exception as exc:
-            print(f"{name} failed: {exc!r}", file=sys.stderr)
+        except Exception:
+            traceback.print_exc()
             status = 1
         print()
     return status

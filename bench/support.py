@@ -36,7 +36,9 @@ def print_header(module: str, argv: list[str] | None, n: int, what: str) -> None
     options = sys.argv[1:] if argv is None else argv
     print(f"== {module} ==", flush=True)
     print(f"command:  {shlex.join([sys.executable, '-m', f'bench.{module}', *options])}")
-    print(f"N:        {n:,} {what}", flush=True)
+    print(f"N:        {n:,} {what}")
+    # Other work on the machine skews every number below; the load at the start tells whether there was some.
+    print(f"machine:  {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min) at start", flush=True)
 
 
 def print_ratio(label: str, value: float, target: float, higher_is_better: bool = True, unit: str = "×") -> None:
@@ -44,6 +46,13 @@ def print_ratio(label: str, value: float, target: float, higher_is_better: bool 
     met = value >= target if higher_is_better else value < target
     sign = "≥" if higher_is_better else "<"
     print(f"{label}: {value:.2f}{unit} (target {sign} {target:g}{unit}): {'meets' if met else 'MISSES'} target")
+
+
+def form_parts(boundary: str, fields: dict[str, str]) -> str:
+    """The multipart/form-data parts of text ``fields``, without the closing delimiter."""
+    return "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+    )
 
 
 def psycopg_url(url: str) -> str:
@@ -119,7 +128,12 @@ def running(command: list[str], env: dict[str, str], log: Path, ready_path: str,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[2]} did not answer within 60 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
-        yield Server(url=url, pid=process.pid, command=command)
+        try:
+            yield Server(url=url, pid=process.pid, command=command)
+        except Exception:
+            # The server's own account of a failed request is usually the useful part.
+            print(f"--- last lines of {command[2]} log ---\n{log.read_text()[-3000:]}", file=sys.stderr)
+            raise
     finally:
         process.terminate()
         try:
