@@ -38,6 +38,16 @@ class Settings:
     s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     download_url_expires: int = 300
+    # Background work. Without a broker URL, jobs run on a thread inside the web process (embedded default):
+    # a Redis on localhost is never assumed, since it would queue jobs that no worker takes.
+    broker_url: str | None = None
+    queue_name: str = "scriptorium"
+    # A running job whose worker stops renewing its lease for this long is resumed by another worker.
+    job_lease_seconds: int = 60
+    # How often queued jobs with lost messages and running jobs with expired leases are looked for.
+    job_sweep_seconds: int = 15
+    job_max_attempts: int = 5
+    bulk_chunk_rows: int = 5000
     log_level: str = "INFO"
 
     def __post_init__(self):
@@ -56,7 +66,14 @@ class Settings:
         return {name.upper(): value for name, value in asdict(self).items()}
 
 
-_INT_FIELDS = {"max_content_length", "download_url_expires"}
+_INT_FIELDS = {
+    "max_content_length",
+    "download_url_expires",
+    "job_lease_seconds",
+    "job_sweep_seconds",
+    "job_max_attempts",
+    "bulk_chunk_rows",
+}
 
 
 def load_settings(**overrides) -> Settings:

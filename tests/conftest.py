@@ -13,9 +13,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from config import load_settings
+from tests.servers import wait_until
 from webapp import create_app
 from webapp.cli import upgrade_database
-from webapp.extensions import db
+from webapp.extensions import db, queue
 from webapp.models import Base
 
 POSTGRES_URL = os.environ.get("SCRIPTORIUM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -90,6 +91,7 @@ def app(session_app):
     """The app, with every table and the file store emptied after the test (commits in the code are real)."""
     with session_app.app_context():
         yield session_app
+        queue.dispatcher.drain()
     empty_tables(session_app)
     shutil.rmtree(session_app.config["STORAGE_LOCAL_DIR"], ignore_errors=True)
 
@@ -138,3 +140,10 @@ def record_form(timestamp="2024-05-01T12:00:00Z", **fields):
     }
     form.update(fields)
     return {key: value for key, value in form.items() if value is not None}
+
+
+def wait_for_file(client, record: dict) -> dict:
+    """The record once a worker has stored its file (``file_status`` no longer pending)."""
+    return wait_until(
+        lambda: client.get(f"/api/scripts/records/id/{record['id']}").json, lambda r: r["file_status"] != "pending"
+    )

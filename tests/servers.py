@@ -18,7 +18,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
     """Poll ``url`` until it answers; fail early if ``process`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,3 +62,13 @@ def s3_server(log_path=None):
     args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     with running(args, endpoint, log_path=log_path):
         yield endpoint
+
+
+def wait_until(fetch, done, timeout: float = 60.0, interval: float = 0.1):
+    """Call ``fetch`` until ``done(result)`` holds or ``timeout`` passes; return the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)

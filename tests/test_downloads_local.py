@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import record_form
+from tests.conftest import record_form, wait_for_file
 from webapp import storage
 
 
@@ -15,7 +15,7 @@ def stored_record(client, reference, script):
     form = record_form(record_file=(io.BytesIO(b"pixels"), "Plot №7 (north).png"))
     response = client.post(f"/api/scripts/id/{script['id']}/records", data=form)
     assert response.status_code == 200
-    return response.json
+    return wait_for_file(client, response.json)
 
 
 def download_location(client, record) -> str:

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import record_form
+from tests.conftest import record_form, wait_for_file
 
 
 @pytest.fixture
@@ -51,10 +51,14 @@ def test_post_record_associates_script_dataset_and_experiment(client, reference,
 
 
 def test_post_record_with_file_stores_name_size_checksum_and_type(client, reference, records_url):
-    """An attached file is stored under a key unique to the record with its metadata."""
+    """A file is accepted as pending at once; a worker then stores it with its size and SHA-256."""
     payload = b"\x89PNG" + bytes(range(256)) * 100
     form = record_form(record_file=(io.BytesIO(payload), "plot 7.png"))
-    record = client.post(records_url, data=form).json
+    accepted = client.post(records_url, data=form).json
+    assert accepted["file_status"] == "pending"
+    assert accepted["file_sha256"] is None
+    record = wait_for_file(client, accepted)
+    assert record["record_file"] == accepted["record_file"]
     assert record["file_name"] == "plot 7.png"
     assert record["file_size"] == len(payload)
     assert record["file_sha256"] == hashlib.sha256(payload).hexdigest()
@@ -89,9 +93,11 @@ def test_file_name_with_nothing_usable_is_422(client, reference, records_url):
 
 def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, app, reference, records_url):
     """A second record with the same identity is 409; the first record and its file stay as they were."""
-    from webapp.extensions import store
+    from webapp.extensions import queue, store
 
-    first = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"first"), "a.txt"))).json
+    first = wait_for_file(
+        client, client.post(records_url, data=record_form(record_file=(io.BytesIO(b"first"), "a.txt"))).json
+    )
     again = client.post(
         records_url, data=record_form(script_data='{"other": 1}', record_file=(io.BytesIO(b"second"), "a.txt"))
     )
@@ -99,6 +105,7 @@ def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, 
     assert again.json["code"] == 409
     assert client.get(f"/api/scripts/records/id/{first['id']}").json == first
     assert store.backend.path_of(first["record_file"]).read_bytes() == b"first"
+    queue.dispatcher.drain()
     stored_files = [p for p in store.backend.root.rglob("*") if p.is_file()]
     assert stored_files == [store.backend.path_of(first["record_file"])]
 
@@ -186,7 +193,9 @@ def test_delete_record_removes_it_and_its_file(client, app, reference, records_u
     """DELETE removes the record and its stored file."""
     from webapp.extensions import store
 
-    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))).json
+    record = wait_for_file(
+        client, client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))).json
+    )
     path = store.backend.path_of(record["record_file"])
     assert path.exists()
     assert client.delete(f"/api/scripts/records/id/{record['id']}").status_code == 200
@@ -223,7 +232,9 @@ def test_download_of_pending_file_is_409_with_retry_after(client, app, reference
     from webapp.extensions import db
     from webapp.models import Record
 
-    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))).json
+    record = wait_for_file(
+        client, client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))).json
+    )
     db.session.get(Record, uuid.UUID(record["id"])).file_status = "pending"
     db.session.commit()
     response = client.get(f"/api/scripts/records/id/{record['id']}/download")

@@ -2,7 +2,7 @@
 
 import uuid
 
-from tests.conftest import record_form
+from tests.conftest import record_form, wait_for_file
 
 
 def test_all_scripts_is_404_when_there_are_none(client):
@@ -181,7 +181,7 @@ def test_delete_script_removes_runs_records_and_files(client, app, reference, sc
 
     run = client.post(f"/api/scripts/id/{script['id']}/runs").json
     form = record_form(script_run_id=run["id"], record_file=(io.BytesIO(b"img"), "a.png"))
-    record = client.post(f"/api/scripts/id/{script['id']}/records", data=form).json
+    record = wait_for_file(client, client.post(f"/api/scripts/id/{script['id']}/records", data=form).json)
     path = store.backend.path_of(record["record_file"])
     assert path.read_bytes() == b"img"
     response = client.delete(f"/api/scripts/id/{script['id']}")

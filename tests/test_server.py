@@ -9,7 +9,7 @@ import requests
 from click.testing import CliRunner
 
 from tests.conftest import empty_tables, make_app
-from tests.servers import free_port, running
+from tests.servers import free_port, running, wait_until
 
 
 @pytest.fixture
@@ -53,7 +53,12 @@ def test_record_with_file_round_trip_over_http(server):
         files={"record_file": ("scan.bin", payload, "application/octet-stream")},
     )
     assert response.status_code == 200, response.text
-    record = response.json()
+    assert response.json()["file_status"] == "pending"
+    record = wait_until(
+        lambda: http.get(f"{server}/api/scripts/records/id/{response.json()['id']}").json(),
+        lambda r: r["file_status"] != "pending",
+    )
+    assert record["file_status"] == "ready"
     assert record["file_sha256"] == hashlib.sha256(payload).hexdigest()
 
     with http.get(f"{server}/api/scripts/id/{script['id']}/records", stream=True) as stream:

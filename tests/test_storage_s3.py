@@ -8,7 +8,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import make_app, record_form
+from tests.conftest import make_app, record_form, wait_for_file
 from tests.servers import s3_server
 
 
@@ -65,7 +65,8 @@ def posted(s3_app):
     script = client.post("/api/scripts", json={"script_name": "canopy-height"}).json
     payload = bytes(range(256)) * 4096
     form = record_form(record_file=(io.BytesIO(payload), "leaf scan.tif"))
-    record = client.post(f"/api/scripts/id/{script['id']}/records", data=form).json
+    record = wait_for_file(client, client.post(f"/api/scripts/id/{script['id']}/records", data=form).json)
+    assert record["file_status"] == "ready"
     return client, script, record, payload
 
 

@@ -25,7 +25,7 @@ import flask_swagger_ui
 from flask import Blueprint, Flask
 
 from config import Settings, load_settings
-from webapp.extensions import api, db, store
+from webapp.extensions import api, db, queue, store
 
 API_CONFIG = {
     "API_TITLE": "Scriptorium Scripts API",
@@ -65,10 +65,13 @@ def configure_logger(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the database, the object store and the API to the app."""
+    """Bind the database, the object store, the job queue and the API to the app."""
     db.init_app(app)
     store.init_app(app)
+    queue.init_app(app)
     api.init_app(app)
+    # The in-process queue's sweeper starts with the first request (it also resumes unfinished jobs).
+    app.before_request(queue.start)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -76,11 +79,12 @@ def register_blueprints(app: Flask) -> None:
     from webapp.experiments.routes import blp as experiments_blp
     from webapp.files.routes import blp as files_blp
     from webapp.health.routes import blp as health_blp
+    from webapp.jobs.routes import blp as jobs_blp
     from webapp.records.routes import blp as records_blp
     from webapp.scripts.routes import blp as scripts_blp
     from webapp.sites.routes import blp as sites_blp
 
-    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, health_blp):
+    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, health_blp):
         api.register_blueprint(blp)
     app.register_blueprint(files_blp)
     app.register_blueprint(

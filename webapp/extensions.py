@@ -2,8 +2,10 @@
 
 from webapp.common.api import Api
 from webapp.database import Database
+from webapp.queue import JobQueue
 from webapp.storage import ObjectStore
 
 db = Database()
 api = Api()
 store = ObjectStore()
+queue = JobQueue()

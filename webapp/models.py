@@ -222,3 +222,54 @@ class Record(HasIdAndCreatedAt, Base):
     @property
     def site_name(self) -> str:
         return self.site.site_name
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ACTIVE = (QUEUED, RUNNING)
+
+
+class JobKind:
+    BULK_RECORDS = "bulk_records"
+    RECORD_FILE = "record_file"
+
+
+class Job(HasIdAndCreatedAt, Base):
+    """One piece of background work, of any kind: the truth the API serves about its progress."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("requested_by", "script_id", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_state_created_at", "state", "created_at"),
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
+    # No foreign key: a job outlives the script it concerned, for the record.
+    script_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    inserted: Mapped[int] = mapped_column(BigInteger, default=0)
+    duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[list] = mapped_column(JSONDocument, default=list)
+    error_description: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # What the job works on (staged file key, format, defaults, record id): private to the workers.
+    params: Mapped[dict] = mapped_column(JSONDocument, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Input items fully handled and committed; a resumed job skips them.
+    checkpoint: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -5,6 +5,7 @@
 """
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -30,13 +31,12 @@ class StoredFile:
 
 
 def file_digest(stream: BinaryIO) -> StoredFile:
-    """Read ``stream`` to its end in chunks and return its size and SHA-256, then rewind it."""
+    """Read ``stream`` to its end in chunks and return its size and SHA-256."""
     digest = hashlib.sha256()
     size = 0
     while chunk := stream.read(CHUNK):
         digest.update(chunk)
         size += len(chunk)
-    stream.seek(0)
     return StoredFile(size=size, sha256=digest.hexdigest())
 
 
@@ -48,8 +48,30 @@ def content_disposition(file_name: str) -> str:
 
 class Backend(Protocol):
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def exists(self, key: str) -> bool: ...
+    def move(self, source: str, target: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str: ...
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw stream over an S3 response body, so it can be buffered and decoded like a local file."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.body.close()
+        super().close()
 
 
 class LocalBackend:
@@ -78,6 +100,17 @@ class LocalBackend:
             partial.unlink()
             raise FileExistsError(key)
         os.replace(partial, path)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self.path_of(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self.path_of(key).is_file()
+
+    def move(self, source: str, target: str) -> None:
+        path = self.path_of(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path_of(source), path)
 
     def delete(self, key: str) -> None:
         self.path_of(key).unlink(missing_ok=True)
@@ -132,6 +165,26 @@ class S3Backend:
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
         self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
 
+    def open(self, key: str) -> BinaryIO:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        return io.BufferedReader(_BodyReader(body), CHUNK)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def move(self, source: str, target: str) -> None:
+        # A server-side copy: the bytes do not cross the network again.
+        self.client.copy({"Bucket": self.bucket, "Key": source}, self.bucket, target)
+        self.client.delete_object(Bucket=self.bucket, Key=source)
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
@@ -173,12 +226,6 @@ class ObjectStore:
     def backend(self) -> Backend:
         """The backend of the current app."""
         return current_app.extensions["object_store"]
-
-    def save(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
-        """Store ``stream`` under ``key`` and return its size and SHA-256."""
-        stored = file_digest(stream)
-        self.backend.put(key, stream, content_type)
-        return stored
 
     def delete_quietly(self, key: str) -> None:
         """Delete ``key``, logging rather than raising when the store fails (an orphan is harmless)."""

@@ -33,38 +33,14 @@ class Parser(FlaskParser):
         return MultiDictProxy(CombinedMultiDict([req.form, req.files]), schema)
 
 
-def _fields_with_nul(data, prefix="") -> list[str]:
-    if isinstance(data, str):
-        return [prefix or "_body"] if "\x00" in data else []
-    items = data.items() if hasattr(data, "items") else enumerate(data) if isinstance(data, list) else ()
-    found = []
-    for key, value in items:
-        name = prefix or str(key)
-        if isinstance(key, str) and "\x00" in key:
-            found.append(name)
-        found.extend(_fields_with_nul(value, name))
-    return found
-
-
-class RejectsNulMixin:
-    """No text anywhere in the input may hold a NUL character: PostgreSQL cannot store one."""
-
-    @ma.pre_load
-    def reject_nul(self, data, **kwargs):
-        fields = _fields_with_nul(data)
-        if fields:
-            raise ma.ValidationError({name: ["Text may not contain NUL (\\u0000) characters."] for name in fields})
-        return data
-
-
-class Schema(RejectsNulMixin, ma.Schema):
+class Schema(ma.Schema):
     """Base schema of request and response bodies: unknown fields are an error."""
 
     class Meta:
         unknown = ma.RAISE
 
 
-class QueryArgsSchema(RejectsNulMixin, ma.Schema):
+class QueryArgsSchema(ma.Schema):
     """Base schema of query strings: unknown parameters are ignored."""
 
     class Meta:

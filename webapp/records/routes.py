@@ -4,18 +4,20 @@ import logging
 import uuid
 
 import orjson
-from flask import Response, current_app, redirect
+from flask import Response, current_app, redirect, request, url_for
 from flask.views import MethodView
 
 from webapp.common.api import Blueprint
+from webapp.jobs.schemas import JobSchema
 from webapp.records.schemas import (
+    BulkUploadFormSchema,
     RecordFilterArgsSchema,
     RecordFormSchema,
     RecordQueryArgsSchema,
     RecordSchema,
     RecordUpdateSchema,
 )
-from webapp.services import records
+from webapp.services import bulk, records
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,29 @@ class ScriptRecords(MethodView):
         if upload is not None and not upload.filename:
             upload = None  # browsers send an empty part for an empty file input
         return records.create_record(script_id, values, upload)
+
+
+@blp.route("/id/<uuid:script_id>/records/bulk")
+class ScriptRecordsBulk(MethodView):
+    @blp.arguments(BulkUploadFormSchema, location="multipart")
+    @blp.response(
+        202, JobSchema, headers={"Location": {"description": "The job to poll", "schema": {"type": "string"}}}
+    )
+    @blp.alt_response(404, description="Unknown script.")
+    @blp.alt_response(409, description="This Idempotency-Key was used with a different file.")
+    @blp.alt_response(413, description="The upload is larger than the configured maximum.")
+    @blp.alt_response(415, description="The file is neither NDJSON, CSV nor a JSON array.")
+    def post(self, form, script_id: uuid.UUID):
+        """Queue a bulk upload of records; answers 202 at once with the job to poll.
+
+        An `Idempotency-Key` header makes a retried POST return the same job; the same key with another file
+        is 409.
+        """
+        upload = form.pop("file")
+        job, _ = bulk.create_bulk_job(
+            script_id, upload, form, idempotency_key=request.headers.get("Idempotency-Key") or None
+        )
+        return job, 202, {"Location": url_for("jobs.JobById", job_id=job.id)}
 
 
 @blp.route("/id/<uuid:script_id>/records/filter")

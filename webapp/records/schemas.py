@@ -4,7 +4,7 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 
 from webapp.common.api import QueryArgsSchema, Schema
-from webapp.common.fields import JSONObject, NameList, Timestamp
+from webapp.common.fields import JSONObject, NameList, Text, Timestamp
 
 NAME = ma.validate.Length(min=1, max=255)
 
@@ -14,42 +14,60 @@ class RecordSchema(Schema):
     timestamp = Timestamp()
     collection_date = ma.fields.Date()
     script_id = ma.fields.UUID()
-    script_name = ma.fields.String()
+    script_name = Text()
     script_run_id = ma.fields.UUID(allow_none=True)
     dataset_id = ma.fields.UUID()
-    dataset_name = ma.fields.String()
+    dataset_name = Text()
     experiment_id = ma.fields.UUID()
-    experiment_name = ma.fields.String()
+    experiment_name = Text()
     season_id = ma.fields.UUID()
-    season_name = ma.fields.String()
+    season_name = Text()
     site_id = ma.fields.UUID()
-    site_name = ma.fields.String()
+    site_name = Text()
     script_data = JSONObject()
     record_info = JSONObject()
-    record_file = ma.fields.String(
-        allow_none=True, metadata={"description": "Object-store key of the attached file, or null."}
-    )
-    file_name = ma.fields.String(allow_none=True, metadata={"description": "Original file name, sanitised."})
+    record_file = Text(allow_none=True, metadata={"description": "Object-store key of the attached file, or null."})
+    file_name = Text(allow_none=True, metadata={"description": "Original file name, sanitised."})
     file_size = ma.fields.Integer(allow_none=True)
-    file_sha256 = ma.fields.String(allow_none=True)
-    file_content_type = ma.fields.String(allow_none=True)
-    file_status = ma.fields.String(allow_none=True, metadata={"description": "pending | ready | failed"})
+    file_sha256 = Text(allow_none=True)
+    file_content_type = Text(allow_none=True)
+    file_status = Text(allow_none=True, metadata={"description": "pending | ready | failed"})
 
 
-class RecordFormSchema(Schema):
+class RecordFieldsSchema(Schema):
+    """The fields of one record as a client sends them: a form, or a row of a bulk upload."""
+
     timestamp = Timestamp(required=True, metadata={"description": "ISO 8601; without an offset, UTC."})
     collection_date = ma.fields.Date(metadata={"description": "Default: the timestamp's date in its offset."})
     script_data = JSONObject(load_default=dict)
-    dataset_name = ma.fields.String(
+    dataset_name = Text(
         validate=NAME,
         metadata={"description": "Default '<script_name> Dataset <collection_date>'; created when missing."},
     )
-    experiment_name = ma.fields.String(required=True, validate=NAME)
-    season_name = ma.fields.String(required=True, validate=NAME)
-    site_name = ma.fields.String(required=True, validate=NAME)
+    experiment_name = Text(required=True, validate=NAME)
+    season_name = Text(required=True, validate=NAME)
+    site_name = Text(required=True, validate=NAME)
     script_run_id = ma.fields.UUID(metadata={"description": "A run of this script that produced the record."})
     record_info = JSONObject(load_default=dict)
+
+
+class RecordFormSchema(RecordFieldsSchema):
     record_file = Upload(metadata={"description": "Optional file attached to the record."})
+
+
+class BulkUploadFormSchema(Schema):
+    file = Upload(
+        required=True,
+        metadata={
+            "description": "NDJSON, CSV (header row; script_data and record_info columns hold JSON) or a JSON "
+            "array of records; recognised by the part's content type, else the file extension (else 415)."
+        },
+    )
+    experiment_name = Text(validate=NAME, metadata={"description": "For rows without one."})
+    season_name = Text(validate=NAME, metadata={"description": "For rows without one."})
+    site_name = Text(validate=NAME, metadata={"description": "For rows without one."})
+    dataset_name = Text(validate=NAME, metadata={"description": "For rows without one."})
+    collection_date = ma.fields.Date(metadata={"description": "For rows without one."})
 
 
 class RecordUpdateSchema(Schema):
@@ -58,11 +76,11 @@ class RecordUpdateSchema(Schema):
 
 
 class RecordQueryArgsSchema(QueryArgsSchema):
-    experiment_name = ma.fields.String()
-    season_name = ma.fields.String()
-    site_name = ma.fields.String()
+    experiment_name = Text()
+    season_name = Text()
+    site_name = Text()
     collection_date = ma.fields.Date()
-    dataset_name = ma.fields.String()
+    dataset_name = Text()
 
 
 class RecordFilterArgsSchema(QueryArgsSchema):

@@ -14,9 +14,9 @@ from werkzeug.datastructures import FileStorage
 
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from webapp.extensions import db, store
-from webapp.models import Dataset, Experiment, FileStatus, Record, Script, ScriptRun, Season, Site
+from webapp.models import Dataset, Experiment, FileStatus, Job, JobKind, Record, Script, ScriptRun, Season, Site
+from webapp.services import jobs
 from webapp.services.common import commit, get_or_404, new_id
-from webapp.services.reference import resolve_names
 from webapp.services.scripts import associate, find_or_create_dataset, get_script
 
 log = logging.getLogger(__name__)
@@ -41,88 +41,159 @@ def get_record(record_id: uuid.UUID) -> Record:
     return get_or_404(Record, record_id, "record")
 
 
-def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None = None) -> Record:
-    """Store one record and its file; 409 for a duplicate, and nothing is left behind when any step fails."""
-    script = get_script(script_id)
-    experiment, season, site = resolve_names(values["experiment_name"], values["season_name"], values["site_name"])
-    run_id = values.get("script_run_id")
-    if (
-        run_id is not None
-        and db.session.scalar(select(ScriptRun.id).where(ScriptRun.id == run_id, ScriptRun.script_id == script.id))
-        is None
-    ):
-        raise ValidationError({"script_run_id": f"Script {script.id} has no run with the id {run_id}."})
+class RecordReferences:
+    """Turns a record's names (experiment, season, site, dataset) and run into ids for one script.
 
-    timestamp = values["timestamp"]
-    # The default collection date is the timestamp's date where it was taken, i.e. in its own offset.
-    collection_date = values.get("collection_date") or timestamp.date()
-    dataset_name = values.get("dataset_name") or f"{script.script_name} Dataset {collection_date.isoformat()}"
-    dataset = find_or_create_dataset(dataset_name, collection_date=collection_date, dataset_info={})
-    record = Record(
-        id=new_id(),
-        timestamp=timestamp.astimezone(UTC),
-        collection_date=collection_date,
-        script=script,
-        script_run_id=run_id,
-        dataset=dataset,
-        experiment=experiment,
-        season=season,
-        site=site,
-        script_data=values.get("script_data") or {},
-        record_info=values.get("record_info") or {},
-    )
-    if find_duplicate(record) is not None:
+    Both the single-record endpoint and bulk ingest go through here, so they follow one set of rules. It
+    remembers what it resolved: a bulk upload looks up each distinct name once. Missing datasets are created
+    in the caller's transaction.
+    """
+
+    def __init__(self, script: Script):
+        self.script = script
+        self._experiments: dict[str, uuid.UUID | None] = {}
+        self._seasons: dict[tuple[uuid.UUID, str], uuid.UUID | None] = {}
+        self._sites: dict[str, uuid.UUID | None] = {}
+        self._datasets: dict[str, uuid.UUID] = {}
+        self._runs: dict[uuid.UUID, bool] = {}
+
+    def row(self, values: dict) -> dict:
+        """The record's column values from validated form ``values``; 422 naming every unknown reference."""
+        missing = {}
+        experiment_id = self._lookup(
+            self._experiments,
+            values["experiment_name"],
+            Experiment.id,
+            Experiment.experiment_name == values["experiment_name"],
+        )
+        season_id = None
+        if experiment_id is None:
+            missing["experiment_name"] = f"No experiment is named {values['experiment_name']!r}."
+        else:
+            season_id = self._lookup(
+                self._seasons,
+                (experiment_id, values["season_name"]),
+                Season.id,
+                Season.experiment_id == experiment_id,
+                Season.season_name == values["season_name"],
+            )
+            if season_id is None:
+                missing["season_name"] = (
+                    f"Experiment {values['experiment_name']!r} has no season named {values['season_name']!r}."
+                )
+        site_id = self._lookup(self._sites, values["site_name"], Site.id, Site.site_name == values["site_name"])
+        if site_id is None:
+            missing["site_name"] = f"No site is named {values['site_name']!r}."
+        run_id = values.get("script_run_id")
+        if run_id is not None and not self._is_own_run(run_id):
+            missing["script_run_id"] = f"Script {self.script.id} has no run with the id {run_id}."
+        if missing:
+            raise ValidationError(missing)
+
+        timestamp = values["timestamp"]
+        # The default collection date is the timestamp's date where it was taken, i.e. in its own offset.
+        collection_date = values.get("collection_date") or timestamp.date()
+        dataset_name = values.get("dataset_name") or f"{self.script.script_name} Dataset {collection_date.isoformat()}"
+        if dataset_name not in self._datasets:
+            dataset = find_or_create_dataset(dataset_name, collection_date=collection_date, dataset_info={})
+            self._datasets[dataset_name] = dataset.id
+        return {
+            "id": new_id(),
+            "timestamp": timestamp.astimezone(UTC),
+            "collection_date": collection_date,
+            "script_id": self.script.id,
+            "script_run_id": run_id,
+            "dataset_id": self._datasets[dataset_name],
+            "experiment_id": experiment_id,
+            "season_id": season_id,
+            "site_id": site_id,
+            "script_data": values.get("script_data") or {},
+            "record_info": values.get("record_info") or {},
+        }
+
+    @staticmethod
+    def _lookup(cache: dict, key, column, *conditions):
+        if key not in cache:
+            cache[key] = db.session.scalar(select(column).where(*conditions))
+        return cache[key]
+
+    def _is_own_run(self, run_id: uuid.UUID) -> bool:
+        if run_id not in self._runs:
+            self._runs[run_id] = (
+                db.session.scalar(
+                    select(ScriptRun.id).where(ScriptRun.id == run_id, ScriptRun.script_id == self.script.id)
+                )
+                is not None
+            )
+        return self._runs[run_id]
+
+
+def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None = None) -> Record:
+    """Store one record; an attached file is staged and handed to a worker (``file_status`` pending).
+
+    409 for a duplicate; when any step fails nothing is left behind.
+    """
+    script = get_script(script_id)
+    row = RecordReferences(script).row(values)
+    if find_duplicate(row) is not None:
         db.session.rollback()
         raise duplicate_error()
-    associate(script.id, dataset.id, experiment.id)
+    record = Record(**row)
     db.session.add(record)
-    if upload is not None:
-        attach_file(record, upload)
+    associate(script.id, row["dataset_id"], row["experiment_id"])
+    job = stage_file(record, upload) if upload is not None else None
     try:
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
-        if record.record_file:
-            store.delete_quietly(record.record_file)
+        if job is not None:
+            store.delete_quietly(job.params["staged_key"])
         if isinstance(exc, IntegrityError):
             raise duplicate_error() from exc
         raise
-    return record
+    if job is not None:
+        jobs.dispatch(job)
+    db.session.expire(record)
+    return get_record(record.id)
 
 
-def attach_file(record: Record, upload: FileStorage) -> None:
-    """Write the upload to a key unique to ``record`` and note its name, size, checksum and type."""
+def stage_file(record: Record, upload: FileStorage) -> Job:
+    """Put the upload where a worker will find it, note its name and type, and queue the job that finishes it.
+
+    The record's key is fixed now; the worker computes size and SHA-256 and moves the file to that key.
+    """
     file_name = sanitise_file_name(upload.filename or "file")
     content_type = (
         upload.mimetype
         if upload.mimetype and upload.mimetype != "application/octet-stream"
         else mimetypes.guess_type(file_name)[0] or "application/octet-stream"
     )
-    key = f"records/{record.script.id}/{record.id}/{file_name}"
+    staged_key = f"staging/{record.id}"
     try:
-        stored = store.save(key, upload.stream, content_type)
+        store.backend.put(staged_key, upload.stream, content_type)
     except Exception as exc:
         db.session.rollback()
-        log.exception("Storing %s failed", key)
+        log.exception("Staging %s failed", staged_key)
         raise StorageError("The file could not be stored; nothing was saved. Try again later.") from exc
-    record.record_file = key
+    record.record_file = f"records/{record.script_id}/{record.id}/{file_name}"
     record.file_name = file_name
-    record.file_size = stored.size
-    record.file_sha256 = stored.sha256
     record.file_content_type = content_type
-    record.file_status = FileStatus.READY
+    record.file_status = FileStatus.PENDING
+    return jobs.new_job(
+        JobKind.RECORD_FILE, record.script_id, {"record_id": str(record.id), "staged_key": staged_key}, total=1
+    )
 
 
-def find_duplicate(record: Record) -> uuid.UUID | None:
-    """The id of a stored record with the same identity as ``record``, if any."""
+def find_duplicate(row: dict) -> uuid.UUID | None:
+    """The id of a stored record with the same identity as ``row``, if any."""
     return db.session.scalar(
         select(Record.id).where(
-            Record.script_id == record.script.id,
-            Record.dataset_id == record.dataset.id,
-            Record.experiment_id == record.experiment.id,
-            Record.season_id == record.season.id,
-            Record.site_id == record.site.id,
-            Record.timestamp == record.timestamp,
+            Record.script_id == row["script_id"],
+            Record.dataset_id == row["dataset_id"],
+            Record.experiment_id == row["experiment_id"],
+            Record.season_id == row["season_id"],
+            Record.site_id == row["site_id"],
+            Record.timestamp == row["timestamp"],
         )
     )
 

@@ -105,27 +105,6 @@ def delete_site(site_id: uuid.UUID):
     return delete(get_site(site_id), "Records still reference this site.")
 
 
-def resolve_names(experiment_name: str, season_name: str, site_name: str) -> tuple[Experiment, Season, Site]:
-    """Look up the experiment, its season and the site by name; 422 naming every one that does not exist."""
-    missing = {}
-    experiment = db.session.scalar(select(Experiment).where(Experiment.experiment_name == experiment_name))
-    if experiment is None:
-        missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
-        season = None
-    else:
-        season = db.session.scalar(
-            select(Season).where(Season.experiment_id == experiment.id, Season.season_name == season_name)
-        )
-        if season is None:
-            missing["season_name"] = f"Experiment {experiment_name!r} has no season named {season_name!r}."
-    site = db.session.scalar(select(Site).where(Site.site_name == site_name))
-    if site is None:
-        missing["site_name"] = f"No site is named {site_name!r}."
-    if missing:
-        raise ValidationError(missing)
-    return experiment, season, site
-
-
 def experiment_by_name(experiment_name: str, field: str = "experiment_name") -> Experiment:
     """The experiment of that name; 422 on ``field`` when there is none."""
     experiment = db.session.scalar(select(Experiment).where(Experiment.experiment_name == experiment_name))

@@ -1,0 +1,1 @@
+"""Background jobs: bulk uploads and record files, with their progress."""

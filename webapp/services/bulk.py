@@ -1,0 +1,348 @@
+"""Queued bulk uploads of records: NDJSON, CSV or a JSON array, ingested by a worker in chunks.
+
+Each row goes through the single-record rules (the same schema fields and ``RecordReferences``). A chunk's
+rows, the job's counts, its first errors and its checkpoint commit in one transaction guarded by the job's
+lease, so a resumed job neither stores a row twice nor counts or reports it twice. Reading and validating run on
+a second thread, ahead of the inserts.
+"""
+
+import csv
+import io
+import os
+import queue as queues
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import ijson
+import orjson
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.datastructures import FileStorage
+
+from webapp.common.fields import load_flat
+from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
+from webapp.extensions import db, store
+from webapp.models import Job, JobKind, Record, Script
+from webapp.records.schemas import RecordFieldsSchema
+from webapp.services import jobs
+from webapp.services.jobs import JobFailed, RetryLater, renew_lease
+from webapp.services.records import RecordReferences, sanitise_file_name
+from webapp.services.reference import experiment_by_name
+from webapp.services.scripts import associate, get_script
+from webapp.storage import file_digest
+
+FORMAT_BY_CONTENT_TYPE = {
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/json-lines": "ndjson",
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/json": "json",
+}
+FORMAT_BY_EXTENSION = {".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv", ".json": "json"}
+ROW_FIELDS = {name: f for name, f in RecordFieldsSchema().fields.items() if not f.dump_only}
+
+
+def detect_format(file_name: str, content_type: str | None) -> str:
+    """The upload's format from its part's content type, else its extension; 415 when neither says."""
+    by_type = FORMAT_BY_CONTENT_TYPE.get((content_type or "").split(";")[0].strip().lower())
+    if by_type:
+        return by_type
+    by_extension = FORMAT_BY_EXTENSION.get(os.path.splitext(file_name or "")[1].lower())
+    if by_extension:
+        return by_extension
+    raise UnsupportedMediaTypeError(
+        "The file must be NDJSON (.ndjson, .jsonl, application/x-ndjson), CSV (.csv, text/csv) or a JSON array "
+        "(.json, application/json)."
+    )
+
+
+def create_bulk_job(
+    script_id: uuid.UUID,
+    upload: FileStorage,
+    defaults: dict,
+    idempotency_key: str | None = None,
+    requested_by: str = "",
+) -> tuple[Job, bool]:
+    """Stage the upload and queue its job; returns (job, created). A retried key returns the first job."""
+    script = get_script(script_id)
+    file_format = detect_format(upload.filename, upload.mimetype)
+    stream = upload.stream
+    fingerprint = file_digest(stream)
+    stream.seek(0)
+    if fingerprint.size == 0:
+        raise ValidationError({"file": "The file is empty."})
+    if idempotency_key:
+        existing = _job_for_key(requested_by, script.id, idempotency_key)
+        if existing is not None:
+            return _same_upload(existing, fingerprint.sha256), False
+    _check_defaults(defaults)
+
+    job_id = uuid.uuid4()
+    staged_key = f"uploads/{job_id}/{sanitise_file_name(upload.filename or 'upload')}"
+    try:
+        store.backend.put(staged_key, stream, upload.mimetype or "application/octet-stream")
+    except Exception as exc:
+        raise StorageError("The upload could not be stored; nothing was queued. Try again later.") from exc
+    job = jobs.new_job(
+        JobKind.BULK_RECORDS,
+        script.id,
+        {"key": staged_key, "format": file_format, "defaults": _as_text(defaults)},
+        id=job_id,
+        requested_by=requested_by,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint.sha256,
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another request with the same key won the race.
+        db.session.rollback()
+        store.delete_quietly(staged_key)
+        existing = _job_for_key(requested_by, script.id, idempotency_key)
+        if existing is None:
+            raise
+        return _same_upload(existing, fingerprint.sha256), False
+    jobs.dispatch(job)
+    return job, True
+
+
+def _job_for_key(requested_by: str, script_id: uuid.UUID, key: str) -> Job | None:
+    return db.session.scalar(
+        select(Job).where(Job.requested_by == requested_by, Job.script_id == script_id, Job.idempotency_key == key)
+    )
+
+
+def _same_upload(job: Job, sha256: str) -> Job:
+    if job.fingerprint != sha256:
+        raise ConflictError("This Idempotency-Key was used for a different file; use a new key for a new upload.")
+    return job
+
+
+def _check_defaults(defaults: dict) -> None:
+    """Names given as defaults for every row must exist (422), like those of a single record."""
+    errors = {}
+    experiment = None
+    if defaults.get("experiment_name"):
+        try:
+            experiment = experiment_by_name(defaults["experiment_name"])
+        except ValidationError as exc:
+            errors.update(exc.errors)
+    from webapp.models import Season, Site
+
+    if experiment is not None and defaults.get("season_name"):
+        found = db.session.scalar(
+            select(Season.id).where(
+                Season.experiment_id == experiment.id, Season.season_name == defaults["season_name"]
+            )
+        )
+        if found is None:
+            errors["season_name"] = [
+                f"Experiment {experiment.experiment_name!r} has no season named {defaults['season_name']!r}."
+            ]
+    if (
+        defaults.get("site_name")
+        and db.session.scalar(select(Site.id).where(Site.site_name == defaults["site_name"])) is None
+    ):
+        errors["site_name"] = [f"No site is named {defaults['site_name']!r}."]
+    if errors:
+        raise ValidationError({field: messages[0] for field, messages in errors.items()})
+
+
+def _as_text(defaults: dict) -> dict:
+    """Defaults as the strings a CSV cell would hold, so rows and defaults go through the same fields."""
+    return {
+        name: value.isoformat() if hasattr(value, "isoformat") else value
+        for name, value in defaults.items()
+        if value is not None
+    }
+
+
+# --- the worker's half -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    """Rows read and validated together: (line, values, error) each; ``total`` is set on the last chunk."""
+
+    items: list = field(default_factory=list)
+    total: int | None = None
+
+
+def ingest(job: Job, worker: str) -> None:
+    """Read the staged upload from the job's checkpoint on, storing valid rows and reporting invalid ones."""
+    script = db.session.get(Script, job.script_id)
+    if script is None:
+        raise JobFailed("The script was deleted before its upload was ingested.")
+    params = job.params
+    references = RecordReferences(script)
+    associated: set[tuple] = set()
+    try:
+        stream = store.backend.open(params["key"])
+    except Exception as exc:
+        raise RetryLater(f"The staged upload could not be read ({type(exc).__name__}).") from exc
+    rows = READERS[params["format"]](stream)
+    validated = _validated(rows, params["defaults"], skip=job.checkpoint)
+    with stream:
+        for chunk in _read_ahead(_chunked(validated, current_app.config["BULK_CHUNK_ROWS"], job.checkpoint)):
+            _store_chunk(job, worker, references, associated, chunk)
+    store.delete_quietly(params["key"])
+
+
+def _store_chunk(job: Job, worker: str, references: RecordReferences, associated: set, chunk: Chunk) -> None:
+    rows, errors = [], []
+    for line, values, error in chunk.items:
+        if error is None:
+            try:
+                rows.append(references.row(values))
+                continue
+            except ValidationError as exc:
+                error = exc.description
+        errors.append({"line": line, "error": error})
+    inserted = db.bulk_insert_ignoring_conflicts(Record.__table__, rows)
+    for pair in {(row["dataset_id"], row["experiment_id"]) for row in rows} - associated:
+        associate(job.script_id, *pair)
+        associated.add(pair)
+    renew_lease(
+        job,
+        worker,
+        processed=len(chunk.items),
+        inserted=inserted,
+        duplicates=len(rows) - inserted,
+        failed=len(errors),
+        errors=errors,
+        checkpoint=len(chunk.items),
+        total=chunk.total,
+    )
+    db.session.commit()
+
+
+def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tuple]:
+    """(line, values, None) for a valid row, (line, None, reason) for an invalid one; the first ``skip``
+    rows (already handled by an earlier run) are passed over unvalidated."""
+    for index, (line, raw, error) in enumerate(rows):
+        if index < skip:
+            continue
+        if error is not None:
+            yield line, None, error
+            continue
+        values, field_errors = load_flat(ROW_FIELDS, {**defaults, **raw})
+        if field_errors:
+            yield line, None, "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in field_errors.items())
+        else:
+            yield line, values, None
+
+
+def _chunked(items: Iterator[tuple], size: int, already: int) -> Iterator[Chunk]:
+    chunk, seen = Chunk(), already
+    for item in items:
+        chunk.items.append(item)
+        seen += 1
+        if len(chunk.items) == size:
+            yield chunk
+            chunk = Chunk()
+    chunk.total = seen
+    yield chunk
+
+
+def _read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
+    """Produce chunks on a second thread so reading and validating overlap the inserts."""
+    handoff: queues.Queue = queues.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        handoff.put(chunk, timeout=0.5)
+                        break
+                    except queues.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            handoff.put(exc)
+
+    thread = threading.Thread(target=produce, name="scriptorium-bulk-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := handoff.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# --- readers: (physical line or item index, raw row, error) ------------------------------------------------
+
+
+def read_ndjson(stream) -> Iterator[tuple]:
+    """NDJSON rows by physical line; blank lines are skipped."""
+    for line_number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield line_number, None, f"Not valid JSON: {exc}"
+            continue
+        if isinstance(item, dict):
+            yield line_number, item, None
+        else:
+            yield line_number, None, "Each line must hold a JSON object."
+
+
+def read_csv(stream) -> Iterator[tuple]:
+    """CSV rows by the physical line they start on (the header is line 1); empty cells are absent fields."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [name.strip() for name in header]
+        if "" in header or len(set(header)) != len(header):
+            raise JobFailed("The CSV header must name every column once.")
+        end = reader.line_num
+        for cells in reader:
+            start, end = end + 1, reader.line_num
+            if not cells:
+                continue
+            if len(cells) > len(header):
+                yield start, None, f"The row has {len(cells)} cells but the header names {len(header)} columns."
+                continue
+            yield start, {name: cell for name, cell in zip(header, cells, strict=False) if cell != ""}, None
+    except UnicodeDecodeError as exc:
+        raise JobFailed(f"The CSV file is not UTF-8 text after line {reader.line_num}.") from exc
+    except csv.Error as exc:
+        raise JobFailed(f"The CSV file cannot be read after line {reader.line_num}: {exc}.") from exc
+    finally:
+        text.detach()
+
+
+def read_json_array(stream) -> Iterator[tuple]:
+    """Items of a JSON array, numbered from 1, read incrementally."""
+    start = stream.peek(64)[:64].lstrip()
+    if not start.startswith(b"["):
+        raise JobFailed("A .json upload must hold one JSON array of record objects.")
+    index = 0
+    try:
+        for index, item in enumerate(ijson.items(stream, "item", use_float=True), start=1):
+            if isinstance(item, dict):
+                yield index, item, None
+            else:
+                yield index, None, "Each item must be a JSON object."
+    except ijson.JSONError as exc:
+        raise JobFailed(f"The JSON array is malformed after item {index}: {exc}.") from exc
+
+
+READERS = {"ndjson": read_ndjson, "csv": read_csv, "json": read_json_array}

@@ -1,0 +1,250 @@
+"""Jobs: one model for every kind of background work, leased to one runner at a time.
+
+A job is created in the transaction of the request that asks for it and dispatched after that commits. A runner
+claims it with a lease (``JOB_LEASE_SECONDS``) and renews the lease each time it commits progress; progress,
+checkpoint and lease renewal share one transaction, guarded by lease ownership, so work is never committed twice.
+The sweeper dispatches again queued jobs whose message was lost and running jobs whose lease expired (their
+worker died); a job claimed more than ``JOB_MAX_ATTEMPTS`` times fails, so nothing stays running forever.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import bindparam, func, or_, select, update
+
+from webapp.errors import ConflictError
+from webapp.extensions import db, queue
+from webapp.models import Job, JobState, UTCDateTime, utcnow
+from webapp.services.common import get_or_404
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 100
+
+
+class LeaseLost(Exception):
+    """The job was cancelled, or another runner holds it now: stop without committing."""
+
+
+class JobFailed(Exception):
+    """The job cannot finish (e.g. its file is unreadable): it fails with this description."""
+
+
+class RetryLater(Exception):
+    """A transient failure (e.g. the object store is unreachable): run the job again after a backoff."""
+
+
+def _handlers() -> dict[str, Callable]:
+    from webapp.models import JobKind
+    from webapp.services import bulk, record_files
+
+    return {JobKind.BULK_RECORDS: bulk.ingest, JobKind.RECORD_FILE: record_files.store_record_file}
+
+
+def _give_up_hooks() -> dict[str, Callable]:
+    from webapp.models import JobKind
+    from webapp.services import record_files
+
+    return {JobKind.RECORD_FILE: record_files.mark_failed}
+
+
+def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
+    """A queued job, added to the session (the caller commits, then calls ``dispatch``)."""
+    job = Job(id=uuid.uuid4(), kind=kind, script_id=script_id, params=params, dispatched_at=utcnow(), **fields)
+    db.session.add(job)
+    return job
+
+
+def dispatch(job: Job) -> None:
+    """Hand a committed job to the queue."""
+    queue.dispatch(job.id)
+
+
+def get_job(job_id: uuid.UUID) -> Job:
+    """The job with that id (404)."""
+    return get_or_404(Job, job_id, "job")
+
+
+def list_jobs(filters: dict):
+    """Jobs matching the filters, oldest first."""
+    stmt = select(Job).order_by(Job.created_at, Job.id)
+    for name in ("state", "kind", "script_id"):
+        if filters.get(name) is not None:
+            stmt = stmt.where(getattr(Job, name) == filters[name])
+    return stmt
+
+
+def cancel_job(job_id: uuid.UUID) -> Job:
+    """Cancel a queued or running job; rows already stored stay. 409 once the job has ended."""
+    job = get_job(job_id)
+    result = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(JobState.ACTIVE))
+        .values(state=JobState.CANCELLED, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        db.session.refresh(job)
+        raise ConflictError(f"The job has already ended ({job.state}); there is nothing to cancel.")
+    db.session.refresh(job)
+    return job
+
+
+def _lease_seconds() -> int:
+    return current_app.config["JOB_LEASE_SECONDS"]
+
+
+def claim(job_id: uuid.UUID, worker: str) -> Job | None:
+    """Take the lease of an active job whose lease is free or expired; None when someone else has it."""
+    now = utcnow()
+    result = db.session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.state.in_(JobState.ACTIVE),
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+        )
+        .values(
+            state=JobState.RUNNING,
+            lease_owner=worker,
+            lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, bindparam("started", value=now, type_=UTCDateTime())),
+        )
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        return None
+    job = db.session.get(Job, job_id)
+    db.session.refresh(job)
+    return job
+
+
+def renew_lease(job: Job, worker: str, **counters) -> None:
+    """Inside the caller's transaction: add ``counters`` to the job and renew its lease.
+
+    Raises ``LeaseLost`` (and rolls back) when the job was cancelled or is leased by another runner, so the
+    caller's uncommitted work is dropped. ``errors`` is a list of new row errors (the first 100 are kept);
+    ``checkpoint`` and the count fields are increments; ``total`` is set as given.
+    """
+    values = {"lease_expires_at": utcnow() + timedelta(seconds=_lease_seconds())}
+    for name in ("processed", "inserted", "duplicates", "failed", "checkpoint"):
+        if counters.get(name):
+            values[name] = getattr(Job, name) + counters[name]
+    if counters.get("total") is not None:
+        values["total"] = counters["total"]
+    result = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == JobState.RUNNING, Job.lease_owner == worker)
+        .values(**values)
+        .returning(Job.errors)
+    )
+    row = result.first()
+    if row is None:
+        db.session.rollback()
+        raise LeaseLost(job.id)
+    new_errors = counters.get("errors") or []
+    if new_errors and len(row.errors) < MAX_REPORTED_ERRORS:
+        kept = row.errors + new_errors[: MAX_REPORTED_ERRORS - len(row.errors)]
+        db.session.execute(update(Job).where(Job.id == job.id).values(errors=kept))
+
+
+def _finish(job_id: uuid.UUID, worker: str, state: str, description: str | None = None) -> bool:
+    result = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.lease_owner == worker)
+        .values(
+            state=state,
+            error_description=description,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def _retry_later(job: Job, worker: str, reason: str) -> None:
+    backoff = min(2 ** (job.attempts - 1), 60)
+    result = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == JobState.RUNNING, Job.lease_owner == worker)
+        .values(
+            state=JobState.QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            error_description=reason,
+            dispatched_at=utcnow() + timedelta(seconds=backoff),
+        )
+    )
+    db.session.commit()
+    if result.rowcount == 1:
+        log.warning("Job %s will be retried in %s s: %s", job.id, backoff, reason)
+        queue.dispatch(job.id, delay=backoff)
+
+
+def _give_up(job: Job, worker: str, description: str) -> None:
+    hook = _give_up_hooks().get(job.kind)
+    if hook:
+        hook(job, description)
+    _finish(job.id, worker, JobState.FAILED, description)
+
+
+def run_job(job_id: uuid.UUID, worker: str) -> None:
+    """Claim the job and run its handler to the end, a retry, or a failure; idempotent."""
+    job = claim(job_id, worker)
+    if job is None:
+        return
+    max_attempts = current_app.config["JOB_MAX_ATTEMPTS"]
+    if job.attempts > max_attempts:
+        _give_up(job, worker, job.error_description or f"The job was started {max_attempts} times without ending.")
+        return
+    try:
+        _handlers()[job.kind](job, worker)
+    except LeaseLost:
+        db.session.rollback()
+        log.info("Job %s was cancelled or taken over; stopping", job_id)
+    except RetryLater as exc:
+        db.session.rollback()
+        if job.attempts >= max_attempts:
+            _give_up(job, worker, f"{exc} (gave up after {job.attempts} attempts)")
+        else:
+            _retry_later(job, worker, str(exc))
+    except JobFailed as exc:
+        db.session.rollback()
+        _give_up(job, worker, str(exc))
+    except Exception:
+        db.session.rollback()
+        log.exception("Job %s failed", job_id)
+        _finish(job_id, worker, JobState.FAILED, "The job stopped on an unexpected error; it has been logged.")
+    else:
+        _finish(job_id, worker, JobState.SUCCEEDED)
+
+
+def sweep(limit: int = 100) -> int:
+    """Dispatch again jobs that nobody is running: lost queue messages and expired leases. Returns how many."""
+    now = utcnow()
+    stale = now - timedelta(seconds=_lease_seconds())
+    ids = db.session.scalars(
+        select(Job.id)
+        .where(
+            Job.state.in_(JobState.ACTIVE),
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+            or_(Job.dispatched_at.is_(None), Job.dispatched_at < stale),
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    if not ids:
+        db.session.rollback()
+        return 0
+    db.session.execute(update(Job).where(Job.id.in_(ids)).values(dispatched_at=now))
+    db.session.commit()
+    for job_id in ids:
+        log.info("Sweeper dispatches job %s again", job_id)
+        queue.dispatch(job_id)
+    return len(ids)
