@@ -53,7 +53,8 @@ def _give_up_hooks() -> dict[str, Callable]:
 
 def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
     """A queued job, added to the session (the caller commits, then calls ``dispatch``)."""
-    job = Job(id=uuid.uuid4(), kind=kind, script_id=script_id, params=params, dispatched_at=utcnow(), **fields)
+    fields.setdefault("id", uuid.uuid4())
+    job = Job(kind=kind, script_id=script_id, params=params, dispatched_at=utcnow(), **fields)
     db.session.add(job)
     return job
 

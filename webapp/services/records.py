@@ -14,7 +14,19 @@ from werkzeug.datastructures import FileStorage
 
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from webapp.extensions import db, store
-from webapp.models import Dataset, Experiment, FileStatus, Job, JobKind, Record, Script, ScriptRun, Season, Site
+from webapp.models import (
+    Dataset,
+    Experiment,
+    FileStatus,
+    Job,
+    JobKind,
+    Record,
+    Script,
+    ScriptRun,
+    Season,
+    Site,
+    utcnow,
+)
 from webapp.services import jobs
 from webapp.services.common import commit, get_or_404, new_id
 from webapp.services.scripts import associate, find_or_create_dataset, get_script
@@ -109,6 +121,7 @@ class RecordReferences:
             "site_id": site_id,
             "script_data": values.get("script_data") or {},
             "record_info": values.get("record_info") or {},
+            "created_at": utcnow(),
         }
 
     @staticmethod

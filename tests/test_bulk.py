@@ -1,0 +1,260 @@
+"""Queued bulk uploads: formats, row errors with line numbers, duplicates, defaults, idempotency, jobs API.
+
+These run the jobs on the embedded default's in-process queue; tests/test_workers.py runs them on Celery.
+"""
+
+import io
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import make_app, record_form
+from tests.servers import wait_until
+
+
+@pytest.fixture
+def bulk_url(script):
+    return f"/api/scripts/id/{script['id']}/records/bulk"
+
+
+def post_bulk(client, url, content: bytes, name: str, content_type: str | None = None, headers=None, **form):
+    """POST a bulk upload; returns the response."""
+    data = {"file": (io.BytesIO(content), name, content_type) if content_type else (io.BytesIO(content), name)}
+    data.update(form)
+    return client.post(url, data=data, headers=headers or {})
+
+
+def finished(client, response) -> dict:
+    """The job of a 202 response once it has ended."""
+    assert response.status_code == 202, response.json
+    location = response.headers["Location"]
+    job = wait_until(lambda: client.get(location).json, lambda j: j["state"] not in ("queued", "running"))
+    assert job["state"] != "running", job
+    return job
+
+
+def ndjson(*rows) -> bytes:
+    return b"".join((json.dumps(row) if not isinstance(row, str) else row).encode() + b"\n" for row in rows)
+
+
+ROW = {"experiment_name": "Drought 2024", "season_name": "Summer", "site_name": "Maricopa"}
+
+
+def test_ndjson_upload_counts_inserted_duplicates_and_failed_rows_with_lines(client, reference, script, bulk_url):
+    """Valid rows are stored once, duplicates counted apart, invalid rows reported by physical line."""
+    content = ndjson(
+        {**ROW, "timestamp": "2024-05-01T00:00:00Z", "script_data": {"h": 1}},
+        {**ROW, "timestamp": "2024-05-01T00:00:00Z"},  # duplicate of line 1
+        "",
+        {**ROW, "timestamp": "not a time"},
+        "{broken json",
+        {**ROW, "timestamp": "2024-05-02T00:00:00Z", "site_name": "Nowhere"},
+        '["not", "an", "object"]',
+        {**ROW, "timestamp": "2024-05-03T00:00:00Z", "colour": "red"},
+        {**ROW, "timestamp": "2024-05-04T00:00:00Z", "script_data": '{"h": 4}'},
+    )
+    response = post_bulk(client, bulk_url, content, "rows.ndjson")
+    assert response.json["state"] in ("queued", "running", "succeeded")
+    assert response.json["kind"] == "bulk_records"
+    job = finished(client, response)
+    assert job["state"] == "succeeded"
+    assert (job["total"], job["processed"], job["inserted"], job["duplicates"], job["failed"]) == (8, 8, 2, 1, 5)
+    assert [error["line"] for error in job["errors"]] == [4, 5, 6, 7, 8]
+    assert "timestamp" in job["errors"][0]["error"]
+    assert "site_name" in job["errors"][2]["error"]
+    assert "colour" in job["errors"][4]["error"]
+    lines = client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()
+    assert [json.loads(line)["script_data"] for line in lines] == [{"h": 1}, {"h": 4}]
+
+
+def test_csv_upload_with_json_columns_and_multiline_cells(client, reference, script, bulk_url):
+    """CSV rows use the header; JSON columns hold JSON; lines are physical, the header being line 1."""
+    content = (
+        b"timestamp,experiment_name,season_name,site_name,script_data,record_info\n"
+        b'2024-05-01T00:00:00Z,Drought 2024,Summer,Maricopa,"{""h"": 1}",\n'
+        b'2024-05-02T00:00:00Z,Drought 2024,Summer,Maricopa,"{""note"":\n ""two lines""}",\n'
+        b'2024-05-03T00:00:00Z,Drought 2024,Summer,Maricopa,"{not json",\n'
+        b"2024-05-04T00:00:00Z,Drought 2024,Summer,Maricopa,,\n"
+    )
+    job = finished(client, post_bulk(client, bulk_url, content, "rows.csv"))
+    assert (job["inserted"], job["failed"]) == (3, 1)
+    assert job["errors"] == [{"line": 5, "error": job["errors"][0]["error"]}]
+    assert "script_data" in job["errors"][0]["error"]
+    lines = [json.loads(x) for x in client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()]
+    assert lines[1]["script_data"] == {"note": "two lines"}
+    assert lines[2]["script_data"] == {}
+
+
+def test_json_array_upload_reports_items_by_index(client, reference, script, bulk_url):
+    """A JSON array's items are numbered from 1."""
+    items = [{**ROW, "timestamp": "2024-05-01T00:00:00Z"}, "text", {**ROW, "timestamp": "2024-05-02T00:00:00Z"}]
+    job = finished(client, post_bulk(client, bulk_url, json.dumps(items).encode(), "rows.json"))
+    assert (job["inserted"], job["failed"], job["errors"][0]["line"]) == (2, 1, 2)
+
+
+def test_form_fields_fill_in_rows_that_lack_them(client, reference, script, bulk_url):
+    """experiment/season/site/dataset given in the form apply to rows without them."""
+    content = ndjson(
+        {"timestamp": "2024-05-01T00:00:00Z"}, {"timestamp": "2024-05-02T00:00:00Z", "dataset_name": "Own"}
+    )
+    job = finished(client, post_bulk(client, bulk_url, content, "rows.ndjson", dataset_name="Flight 1", **ROW))
+    assert (job["inserted"], job["failed"]) == (2, 0)
+    lines = [json.loads(x) for x in client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()]
+    assert [line["dataset_name"] for line in lines] == ["Flight 1", "Own"]
+    datasets = client.get(f"/api/scripts/id/{script['id']}/datasets").json
+    assert {d["dataset_name"] for d in datasets} == {"Flight 1", "Own"}
+
+
+def test_rows_follow_the_single_record_rules(client, reference, script, bulk_url):
+    """A row and a single POST with the same values store the same record (and then collide as duplicates)."""
+    single = client.post(
+        f"/api/scripts/id/{script['id']}/records", data=record_form(timestamp="2024-05-02T01:30:00+05:00")
+    ).json
+    row = {**ROW, "timestamp": "2024-05-02T01:30:00+05:00", "script_data": {"height_cm": 41.5}}
+    job = finished(client, post_bulk(client, bulk_url, ndjson(row), "rows.ndjson"))
+    assert (job["inserted"], job["duplicates"]) == (0, 1)
+    assert single["collection_date"] == "2024-05-02"
+
+
+def test_bulk_bad_requests(client, reference, script, bulk_url):
+    """Unknown script 404, unknown format 415, empty file 422, unknown default names 422, missing file 422."""
+    rows = ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"})
+    assert post_bulk(client, f"/api/scripts/id/{uuid.uuid4()}/records/bulk", rows, "r.ndjson").status_code == 404
+    assert post_bulk(client, bulk_url, rows, "rows.xlsx", "application/vnd.ms-excel").status_code == 415
+    empty = post_bulk(client, bulk_url, b"", "rows.ndjson")
+    assert empty.status_code == 422 and "file" in empty.json["errors"]
+    unknown_site = post_bulk(client, bulk_url, rows, "rows.ndjson", site_name="Nowhere")
+    assert unknown_site.status_code == 422 and "site_name" in unknown_site.json["errors"]
+    missing = client.post(bulk_url, data={"site_name": "Maricopa"})
+    assert missing.status_code == 422 and "file" in missing.json["errors"]
+    assert client.get("/api/jobs").json == []
+
+
+def test_content_type_is_preferred_over_the_extension(client, reference, script, bulk_url):
+    """A part labelled text/csv is read as CSV whatever its name."""
+    content = b"timestamp,experiment_name,season_name,site_name\n2024-05-01T00:00:00Z,Drought 2024,Summer,Maricopa\n"
+    job = finished(client, post_bulk(client, bulk_url, content, "export.txt", "text/csv"))
+    assert job["inserted"] == 1
+
+
+def test_upload_over_the_configured_limit_is_413(tmp_path, database_url, reference):
+    """A bulk upload larger than MAX_CONTENT_LENGTH is 413 and queues nothing."""
+    app = make_app(tmp_path, database_url, max_content_length=2048)
+    client = app.test_client()
+    script = client.post("/api/scripts", json={"script_name": "s"}).json
+    big = ndjson(*[{**ROW, "timestamp": f"2024-05-01T00:00:{i:02d}Z"} for i in range(60)])
+    response = post_bulk(client, f"/api/scripts/id/{script['id']}/records/bulk", big, "rows.ndjson")
+    assert response.status_code == 413
+    assert client.get("/api/jobs").json == []
+
+
+def test_idempotency_key_returns_the_same_job_and_refuses_another_file(client, reference, script, bulk_url):
+    """The same key and file give the same job; the same key with another file is 409."""
+    rows = ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"})
+    first = post_bulk(client, bulk_url, rows, "rows.ndjson", headers={"Idempotency-Key": "upload-1"})
+    again = post_bulk(client, bulk_url, rows, "rows.ndjson", headers={"Idempotency-Key": "upload-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json["id"] == first.json["id"]
+    other = post_bulk(client, bulk_url, rows + rows, "rows.ndjson", headers={"Idempotency-Key": "upload-1"})
+    assert other.status_code == 409
+    assert client.get("/api/jobs").headers["X-Total-Count"] == "1"
+    assert finished(client, first)["inserted"] == 1
+
+
+def test_chunks_commit_counts_and_keep_only_the_first_100_errors(client, app, reference, script, bulk_url, monkeypatch):
+    """Across many small chunks the counts add up and errors stop at 100."""
+    monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 7)
+    rows = [{**ROW, "timestamp": f"2024-05-01T00:{i // 60:02d}:{i % 60:02d}Z"} for i in range(60)]
+    rows += [{**ROW, "timestamp": "bad"} for _ in range(120)]
+    job = finished(client, post_bulk(client, bulk_url, ndjson(*rows), "rows.ndjson"))
+    assert (job["total"], job["inserted"], job["failed"], len(job["errors"])) == (180, 60, 120, 100)
+    assert job["errors"][0]["line"] == 61 and job["errors"][-1]["line"] == 160
+
+
+def test_jobs_list_filters_and_unknown_job(client, reference, script, bulk_url):
+    """Jobs list with filters; an unknown job id is 404."""
+    finished(client, post_bulk(client, bulk_url, ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"}), "r.ndjson"))
+    assert len(client.get("/api/jobs", query_string={"kind": "bulk_records", "state": "succeeded"}).json) == 1
+    assert client.get("/api/jobs", query_string={"script_id": str(uuid.uuid4())}).json == []
+    assert client.get("/api/jobs", query_string={"state": "sleeping"}).status_code == 422
+    assert client.get(f"/api/jobs/{uuid.uuid4()}").status_code == 404
+
+
+def test_cancelling_a_queued_job_stops_it_and_an_ended_job_is_409(client, app, reference, script):
+    """A cancelled job is never run; cancelling an ended job is 409."""
+    from webapp.extensions import db
+    from webapp.models import JobKind
+    from webapp.services import jobs
+
+    job = jobs.new_job(
+        JobKind.BULK_RECORDS, uuid.UUID(script["id"]), {"key": "nowhere", "format": "ndjson", "defaults": {}}
+    )
+    db.session.commit()
+    response = client.post(f"/api/jobs/{job.id}/cancel")
+    assert response.status_code == 200
+    assert response.json["state"] == "cancelled" and response.json["finished_at"]
+    jobs.run_job(job.id, "test-worker")
+    assert client.get(f"/api/jobs/{job.id}").json["state"] == "cancelled"
+    assert client.post(f"/api/jobs/{job.id}/cancel").status_code == 409
+
+
+def test_jobs_outlive_their_script(client, reference, script, bulk_url):
+    """Deleting a script deletes its records but keeps its jobs."""
+    job = finished(
+        client, post_bulk(client, bulk_url, ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"}), "r.ndjson")
+    )
+    client.delete(f"/api/scripts/id/{script['id']}")
+    assert client.get(f"/api/jobs/{job['id']}").json["script_id"] == script["id"]
+
+
+def test_a_job_resumed_after_its_runner_died_stores_every_row_once(
+    client, app, reference, script, bulk_url, monkeypatch
+):
+    """A runner that dies after some chunks leaves a checkpoint; the next one resumes with equal counts."""
+    from webapp.extensions import db, queue
+    from webapp.models import Job
+    from webapp.services import bulk, jobs
+
+    monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 4)
+    rows = [{**ROW, "timestamp": f"2024-05-01T00:00:{i:02d}Z"} for i in range(20)]
+    rows[5]["timestamp"] = "bad"
+    rows[12] = rows[11]
+    # Queue the job without running it: the in-process dispatcher is stopped for this test.
+    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)
+    job_id = uuid.UUID(post_bulk(client, bulk_url, ndjson(*rows), "rows.ndjson").json["id"])
+
+    class RunnerDied(BaseException):
+        pass
+
+    store_chunk = bulk._store_chunk
+    chunks_stored = []
+
+    def dying_after_two_chunks(*args):
+        if len(chunks_stored) == 2:
+            raise RunnerDied
+        store_chunk(*args)
+        chunks_stored.append(1)
+
+    monkeypatch.setattr(bulk, "_store_chunk", dying_after_two_chunks)
+    with pytest.raises(RunnerDied):
+        jobs.run_job(job_id, "worker-a")
+    db.session.rollback()
+    halfway = db.session.get(Job, job_id)
+    db.session.refresh(halfway)
+    assert (halfway.state, halfway.checkpoint, halfway.processed) == ("running", 8, 8)
+
+    monkeypatch.setattr(bulk, "_store_chunk", store_chunk)
+    jobs.run_job(job_id, "worker-b")  # the lease of worker-a has not expired: nothing happens
+    db.session.refresh(halfway)
+    assert halfway.lease_owner == "worker-a"
+    halfway.lease_expires_at = halfway.lease_expires_at - timedelta(hours=1)
+    db.session.commit()
+    jobs.run_job(job_id, "worker-b")
+    job = client.get(f"/api/jobs/{job_id}").json
+    assert job["state"] == "succeeded"
+    assert (job["total"], job["processed"], job["inserted"], job["duplicates"], job["failed"]) == (20, 20, 18, 1, 1)
+    assert [error["line"] for error in job["errors"]] == [6]
+    streamed = client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()
+    assert len(streamed) == 18
