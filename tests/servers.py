@@ -72,3 +72,79 @@ def wait_until(fetch, done, timeout: float = 60.0, interval: float = 0.1):
         if done(result) or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+@contextmanager
+def celery_worker(env: dict, log_path, queue: str):
+    """A real Celery worker (with the sweeper's beat schedule) in its own process group; yields the process."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.worker",
+        "worker",
+        "-B",
+        "--schedule",
+        str(log_path.with_suffix(".beat")),
+        "--pool",
+        "solo",
+        "--without-mingle",
+        "--without-gossip",
+        "--queues",
+        queue,
+        "--hostname",
+        f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        "--loglevel",
+        "INFO",
+    ]
+    log = open(log_path, "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while b" ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+    """kill -9 the process and everything it started."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@contextmanager
+def redis_server(port: int, log_path):
+    """A private redis-server on ``port`` (no persistence), stopped when the block ends."""
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    log = open(log_path, "ab")  # noqa: SIM115
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
+        log.close()
