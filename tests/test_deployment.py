@@ -11,7 +11,7 @@ def test_compose_file_is_coherent():
     """Every dependency names a service; web waits for migrations; secrets have no default."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "objectstore", "migrate", "web", "worker"} <= set(services)
+    assert {"postgres", "redis", "objectstore", "migrate", "web", "worker", "beat"} <= set(services)
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in services, (name, dependency)

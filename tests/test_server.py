@@ -3,6 +3,7 @@
 import hashlib
 import json
 import sys
+import uuid
 
 import pytest
 import requests
@@ -98,3 +99,46 @@ def test_app_refuses_to_start_without_a_secret_key(tmp_path, sqlite_url):
 
     with pytest.raises(RuntimeError, match="secret key"):
         create_app(load_settings(instance_path=str(tmp_path), database_url=sqlite_url))
+
+
+def test_cli_upload_follows_the_job_and_sets_the_exit_status(server, tmp_path):
+    """`scriptorium upload` queues a file, follows it to the end, exits 0 on success and 1 on a failed job;
+    `scriptorium jobs` lists both."""
+    from webapp.cli import main
+
+    http = requests.Session()
+    experiment = http.post(f"{server}/api/experiments", json={"experiment_name": "E"}).json()
+    http.post(f"{server}/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "S"})
+    http.post(f"{server}/api/sites", json={"site_name": "X"})
+    script = http.post(f"{server}/api/scripts", json={"script_name": "ndvi"}).json()
+    rows = tmp_path / "rows.ndjson"
+    rows.write_text(
+        "".join(json.dumps({"timestamp": f"2024-06-01T00:00:{i:02d}Z"}) + "\n" for i in range(30)) + "{bad\n"
+    )
+    runner = CliRunner()
+    args = ["--script", script["id"], "--experiment", "E", "--season", "S", "--site", "X", "--url", server]
+    ok = runner.invoke(main, ["upload", str(rows), *args, "--interval", "0.1"])
+    assert ok.exit_code == 0, ok.output
+    assert "succeeded: 30 inserted, 0 duplicates, 1 failed of 31 rows" in ok.output
+    assert "line 31" in ok.output
+
+    broken = tmp_path / "rows.json"
+    broken.write_text('[{"timestamp": "2024-06-02T00:00:00Z"}, {"timestamp": ')
+    failed = runner.invoke(main, ["upload", str(broken), *args, "--interval", "0.1"])
+    assert failed.exit_code == 1
+    assert "malformed" in failed.output
+
+    listed = runner.invoke(main, ["jobs", "--url", server])
+    assert listed.exit_code == 0
+    assert listed.output.count("bulk_records") == 2
+
+
+def test_cli_upload_to_unknown_script_is_an_error(server, tmp_path):
+    """An API error is reported with its description and a non-zero exit status."""
+    from webapp.cli import main
+
+    rows = tmp_path / "rows.ndjson"
+    rows.write_text('{"timestamp": "2024-06-01T00:00:00Z"}\n')
+    result = CliRunner().invoke(main, ["upload", str(rows), "--script", str(uuid.uuid4()), "--url", server])
+    assert result.exit_code == 1
+    assert "404" in result.output
