@@ -48,6 +48,12 @@ class Settings:
     job_sweep_seconds: int = 15
     job_max_attempts: int = 5
     bulk_chunk_rows: int = 5000
+    # Every request needs credentials; with this on, reads (GET) are allowed without them.
+    anonymous_read: bool = False
+    # When both are set, `scriptorium init` / `serve` make sure this admin account exists.
+    admin_email: str | None = None
+    admin_password: str | None = None
+    session_cookie_secure: bool = False
     log_level: str = "INFO"
 
     def __post_init__(self):
@@ -76,12 +82,23 @@ _INT_FIELDS = {
 }
 
 
+_BOOL_FIELDS = {"anonymous_read", "session_cookie_secure"}
+
+
+def _parse(name: str, raw: str):
+    if name in _INT_FIELDS:
+        return int(raw)
+    if name in _BOOL_FIELDS:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw
+
+
 def load_settings(**overrides) -> Settings:
     """Build settings from ``SCRIPTORIUM_*`` environment variables, then apply ``overrides``."""
     values = {}
     for name in Settings.__dataclass_fields__:
         raw = _env(name.upper())
         if raw is not None and raw != "":
-            values[name] = int(raw) if name in _INT_FIELDS else raw
+            values[name] = _parse(name, raw)
     values.update(overrides)
     return Settings(**values)

@@ -107,8 +107,31 @@ def empty_tables(app) -> None:
                 conn.execute(table.delete())
 
 
+def make_token(app, role: str = "admin", email: str | None = None) -> str:
+    """A fresh account with ``role`` and a token of it; returns the token's secret."""
+    from webapp.services import accounts
+
+    with app.app_context():
+        account = accounts.create_account(email or f"{role}-{uuid.uuid4().hex[:8]}@example.org", "pw-" + role, role)
+        return accounts.create_token(account, "tests")[1]
+
+
+def token_client(app, token: str):
+    """A test client sending ``token`` with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 @pytest.fixture
 def client(app):
+    """A client with an admin token: most tests are about what the API does, not who may call it."""
+    return token_client(app, make_token(app))
+
+
+@pytest.fixture
+def anonymous(app):
+    """A client without credentials."""
     return app.test_client()
 
 

@@ -25,9 +25,9 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             time.sleep(0.1)
     raise RuntimeError(f"server did not answer {url} within {timeout} s")
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import make_app, record_form
+from tests.conftest import make_app, make_token, record_form, token_client
 from tests.servers import wait_until
 
 
@@ -142,7 +142,7 @@ def test_content_type_is_preferred_over_the_extension(client, reference, script,
 def test_upload_over_the_configured_limit_is_413(tmp_path, database_url, reference):
     """A bulk upload larger than MAX_CONTENT_LENGTH is 413 and queues nothing."""
     app = make_app(tmp_path, database_url, max_content_length=2048)
-    client = app.test_client()
+    client = token_client(app, make_token(app))
     script = client.post("/api/scripts", json={"script_name": "s"}).json
     big = ndjson(*[{**ROW, "timestamp": f"2024-05-01T00:00:{i:02d}Z"} for i in range(60)])
     response = post_bulk(client, f"/api/scripts/id/{script['id']}/records/bulk", big, "rows.ndjson")

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.conftest import make_app
+from tests.conftest import make_app, make_token, token_client
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_unknown_path_is_404_in_the_error_shape(client):
 def test_body_over_the_configured_maximum_is_413(tmp_path, database_url):
     """A body larger than MAX_CONTENT_LENGTH is 413 and stores nothing."""
     app = make_app(tmp_path, database_url, max_content_length=1024)
-    client = app.test_client()
+    client = token_client(app, make_token(app))
     response = client.post("/api/sites", json={"site_name": "x", "site_info": {"pad": "y" * 4096}})
     assert response.status_code == 413
     assert response.json["code"] == 413

@@ -9,7 +9,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from tests.conftest import empty_tables, make_app
+from tests.conftest import empty_tables, make_app, make_token
 from tests.servers import free_port, running, wait_until
 
 
@@ -35,14 +35,23 @@ def server(tmp_path, postgresql_url):
         "webapp:create_app()",
     ]
     base = f"http://127.0.0.1:{port}"
+    app = make_app(tmp_path, postgresql_url)
+    token = make_token(app)
     with running(args, f"{base}/api/health", env=env, log_path=tmp_path / "gunicorn.log"):
-        yield base
-    empty_tables(make_app(tmp_path, postgresql_url))
+        yield base, token
+    empty_tables(app)
+
+
+def session_with(token: str) -> requests.Session:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+    return http
 
 
 def test_record_with_file_round_trip_over_http(server):
     """Create references, post a record with a file, stream it, and download the file through the 307."""
-    http = requests.Session()
+    server, token = server
+    http = session_with(token)
     experiment = http.post(f"{server}/api/experiments", json={"experiment_name": "E"}).json()
     http.post(f"{server}/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "S"})
     http.post(f"{server}/api/sites/", json={"site_name": "X"})
@@ -86,6 +95,8 @@ def test_init_writes_a_secret_key_once_and_migrates(tmp_path, monkeypatch):
     assert first.exit_code == 0, first.output
     key = (instance / "secret_key").read_text()
     assert len(key.strip()) >= 32
+    assert "admin@localhost" in first.output and "scriptorium tokens create" in first.output
+    assert (instance / "admin_password").is_file()
     second = runner.invoke(main, ["init"])
     assert second.exit_code == 0, second.output
     assert (instance / "secret_key").read_text() == key
@@ -106,7 +117,8 @@ def test_cli_upload_follows_the_job_and_sets_the_exit_status(server, tmp_path):
     `scriptorium jobs` lists both."""
     from webapp.cli import main
 
-    http = requests.Session()
+    server, token = server
+    http = session_with(token)
     experiment = http.post(f"{server}/api/experiments", json={"experiment_name": "E"}).json()
     http.post(f"{server}/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "S"})
     http.post(f"{server}/api/sites", json={"site_name": "X"})
@@ -116,7 +128,20 @@ def test_cli_upload_follows_the_job_and_sets_the_exit_status(server, tmp_path):
         "".join(json.dumps({"timestamp": f"2024-06-01T00:00:{i:02d}Z"}) + "\n" for i in range(30)) + "{bad\n"
     )
     runner = CliRunner()
-    args = ["--script", script["id"], "--experiment", "E", "--season", "S", "--site", "X", "--url", server]
+    args = [
+        "--script",
+        script["id"],
+        "--experiment",
+        "E",
+        "--season",
+        "S",
+        "--site",
+        "X",
+        "--url",
+        server,
+        "--token",
+        token,
+    ]
     ok = runner.invoke(main, ["upload", str(rows), *args, "--interval", "0.1"])
     assert ok.exit_code == 0, ok.output
     assert "succeeded: 30 inserted, 0 duplicates, 1 failed of 31 rows" in ok.output
@@ -128,7 +153,7 @@ def test_cli_upload_follows_the_job_and_sets_the_exit_status(server, tmp_path):
     assert failed.exit_code == 1
     assert "malformed" in failed.output
 
-    listed = runner.invoke(main, ["jobs", "--url", server])
+    listed = runner.invoke(main, ["jobs", "--url", server], env={"SCRIPTORIUM_TOKEN": token})
     assert listed.exit_code == 0
     assert listed.output.count("bulk_records") == 2
 
@@ -137,8 +162,11 @@ def test_cli_upload_to_unknown_script_is_an_error(server, tmp_path):
     """An API error is reported with its description and a non-zero exit status."""
     from webapp.cli import main
 
+    server, token = server
     rows = tmp_path / "rows.ndjson"
     rows.write_text('{"timestamp": "2024-06-01T00:00:00Z"}\n')
-    result = CliRunner().invoke(main, ["upload", str(rows), "--script", str(uuid.uuid4()), "--url", server])
+    result = CliRunner().invoke(
+        main, ["upload", str(rows), "--script", str(uuid.uuid4()), "--url", server, "--token", token]
+    )
     assert result.exit_code == 1
     assert "404" in result.output

@@ -8,7 +8,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import make_app, record_form, wait_for_file
+from tests.conftest import make_app, make_token, record_form, token_client, wait_for_file
 from tests.servers import s3_server
 
 
@@ -58,7 +58,7 @@ def s3(s3_endpoint):
 @pytest.fixture
 def posted(s3_app):
     """A record with a file posted through the API to the S3 backend."""
-    client = s3_app.test_client()
+    client = token_client(s3_app, make_token(s3_app))
     experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
     client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
     client.post("/api/sites", json={"site_name": "Maricopa"})
@@ -117,7 +117,7 @@ def test_unreachable_object_store_is_503_and_stores_nothing(tmp_path, postgresql
     from tests.servers import free_port
 
     app = make_app(tmp_path, postgresql_url, storage_backend="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
-    client = app.test_client()
+    client = token_client(app, make_token(app))
     try:
         experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
         client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from tests.conftest import empty_tables, make_app
+from tests.conftest import empty_tables, make_app, make_token, token_client
 from tests.servers import celery_worker, free_port, kill_process_group, redis_server, s3_server, wait_until
 
 MACHINE_REDIS = os.environ.get("SCRIPTORIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -64,7 +64,7 @@ class Stack:
         }
         self.tmp_path = tmp_path
         self.app = make_app(tmp_path, **self.settings)
-        self.client = self.app.test_client()
+        self.client = token_client(self.app, make_token(self.app))
         with self.app.app_context():
             from webapp.extensions import store
 

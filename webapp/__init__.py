@@ -12,6 +12,11 @@ time-stamped **records** they emit (JSON payloads, optionally with an attached f
 1000; `0` returns only the count) and `offset` (default 0); the total is in the `X-Total-Count` header.
 Record searches are NDJSON streams instead: every match, one record per line, not paged.
 
+**Credentials**: send `Authorization: Bearer <token>` (or `X-API-Key: <token>`). Reads need the `reader`
+role, writes `writer`; a deployment may open reads to anonymous callers. Get a token with `POST /api/tokens`
+(HTTP Basic with your email and password, or an existing token) or `scriptorium tokens create EMAIL`. Download URLs
+handed out by `/download` need no credentials: they are signed and expire.
+
 **Errors** have one shape everywhere: `{"code", "error", "error_description", "errors"}` — `errors` maps fields
 to messages and appears for validation errors only. Validation errors are 422 (a malformed JSON body is 400),
 conflicts 409, oversize bodies 413, a body of the wrong media type 415. Unknown body fields are 422; unknown
@@ -25,6 +30,7 @@ import flask_swagger_ui
 from flask import Blueprint, Flask
 
 from config import Settings, load_settings
+from webapp.auth import register_auth
 from webapp.extensions import api, db, queue, store
 
 API_CONFIG = {
@@ -36,7 +42,17 @@ API_CONFIG = {
     "OPENAPI_SWAGGER_UI_PATH": "docs",
     # Served by the app itself so the docs work offline.
     "OPENAPI_SWAGGER_UI_URL": "/api/docs/assets/",
-    "API_SPEC_OPTIONS": {"info": {"description": __doc__}},
+    "API_SPEC_OPTIONS": {
+        "info": {"description": __doc__},
+        "components": {
+            "securitySchemes": {
+                "bearerToken": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "emailPassword": {"type": "http", "scheme": "basic", "description": "POST /api/tokens only."},
+            }
+        },
+        "security": [{"bearerToken": []}, {"apiKey": []}],
+    },
 }
 
 
@@ -53,9 +69,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     # Collection paths answer with and without a trailing slash, never by redirect.
     app.url_map.strict_slashes = False
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     configure_logger(app)
     register_extensions(app)
     register_blueprints(app)
+    register_auth(app)
     return app
 
 
@@ -83,8 +101,9 @@ def register_blueprints(app: Flask) -> None:
     from webapp.records.routes import blp as records_blp
     from webapp.scripts.routes import blp as scripts_blp
     from webapp.sites.routes import blp as sites_blp
+    from webapp.tokens.routes import blp as tokens_blp
 
-    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, health_blp):
+    for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, tokens_blp, health_blp):
         api.register_blueprint(blp)
     app.register_blueprint(files_blp)
     app.register_blueprint(

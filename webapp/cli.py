@@ -44,8 +44,10 @@ def init():
         key_file.write_text(secrets.token_urlsafe(48) + "\n")
         key_file.chmod(0o600)
         click.echo(f"Wrote a new secret key to {key_file}")
+        settings = load_settings()
     upgrade_database(settings.database_url)
     click.echo(f"Database ready: {_redacted(settings.database_url)}")
+    _ensure_first_admin(settings)
     if settings.storage_backend == "s3":
         from webapp.storage import S3Backend
 
@@ -101,6 +103,101 @@ def worker(beat, concurrency):
         raise click.ClickException("Set SCRIPTORIUM_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker.")
     args = [sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "--concurrency", str(concurrency)]
     os.execv(sys.executable, [*args, "-B"] if beat else args)
+
+
+def _ensure_first_admin(settings) -> None:
+    """Create the configured admin, or on a database without accounts a local one whose password is written
+    into the instance folder; say how to sign in and get a token."""
+    from webapp import create_app
+    from webapp.services import accounts
+
+    with create_app(settings).app_context():
+        if settings.admin_email and settings.admin_password:
+            accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            email, where = settings.admin_email, "SCRIPTORIUM_ADMIN_PASSWORD"
+        elif accounts.count_accounts() == 0:
+            email = "admin@localhost"
+            password_file = Path(settings.instance_path) / "admin_password"
+            password = secrets.token_urlsafe(12)
+            accounts.create_account(email, password, "admin")
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+            where = str(password_file)
+        else:
+            return
+    port = os.environ.get("PORT", 5000)
+    click.echo(
+        f"Sign in at http://127.0.0.1:{port}/admin/ as {email} (password: {where}).\n"
+        f"Get an API token: scriptorium tokens create {email}   "
+        f"(or POST /api/tokens with HTTP Basic {email}:<password>)"
+    )
+
+
+@main.group()
+def users():
+    """Manage accounts (run on the server, against its database)."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["reader", "writer", "admin"]), default="reader", show_default=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted, or from stdin.")
+def users_create(email, role, password):
+    """Create an account that signs in with EMAIL and a password."""
+    from webapp import create_app
+    from webapp.errors import APIError
+    from webapp.services import accounts
+
+    with create_app().app_context():
+        try:
+            account = accounts.create_account(email, password, role)
+        except APIError as exc:
+            raise click.ClickException(exc.description) from exc
+        click.echo(f"Created {account.email} ({account.role}), id {account.id}")
+
+
+@main.group()
+def tokens():
+    """Manage API tokens (run on the server, against its database)."""
+
+
+@tokens.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["reader", "writer", "admin"]), help="At most the account's (default).")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650))
+@click.option("--name", default="cli", show_default=True)
+def tokens_create(email, role, expires_in_days, name):
+    """Create a token for the account EMAIL and print its secret (shown this once)."""
+    from webapp import create_app
+    from webapp.errors import APIError
+    from webapp.services import accounts
+
+    with create_app().app_context():
+        account = accounts.account_by_email(email)
+        if account is None:
+            raise click.ClickException(f"No account has the email {email!r}.")
+        try:
+            token, secret = accounts.create_token(account, name, role, expires_in_days)
+        except APIError as exc:
+            raise click.ClickException(exc.description) from exc
+        click.echo(f"Token {token.id} ({token.role}); its secret, shown this once:", err=True)
+        click.echo(secret)
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=click.UUID)
+def tokens_revoke(token_id):
+    """Revoke the token TOKEN_ID."""
+    from webapp import create_app
+    from webapp.errors import APIError
+    from webapp.services import accounts
+
+    with create_app().app_context():
+        try:
+            accounts.revoke_token(token_id)
+        except APIError as exc:
+            raise click.ClickException(exc.description) from exc
+        click.echo(f"Revoked {token_id}")
 
 
 def _redacted(url: str) -> str:

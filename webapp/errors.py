@@ -45,6 +45,21 @@ class ValidationError(APIError):
         )
 
 
+class UnauthorizedError(APIError):
+    """Missing or bad credentials (401)."""
+
+    status_code = 401
+
+    def __init__(self, description: str):
+        super().__init__(description, headers={"WWW-Authenticate": 'Bearer realm="scriptorium"'})
+
+
+class ForbiddenError(APIError):
+    """Valid credentials without the rights the request needs (403)."""
+
+    status_code = 403
+
+
 class UnsupportedMediaTypeError(APIError):
     status_code = 415
 

@@ -273,3 +273,41 @@ class Job(HasIdAndCreatedAt, Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Role:
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+    ORDER = (READER, WRITER, ADMIN)
+
+    @classmethod
+    def at_least(cls, role: str, needed: str) -> bool:
+        """True when ``role`` includes the rights of ``needed``."""
+        return cls.ORDER.index(role) >= cls.ORDER.index(needed)
+
+
+class Account(HasIdAndCreatedAt, Base):
+    """A person or pipeline that signs in (admin pages) or owns API tokens."""
+
+    __tablename__ = "accounts"
+
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.READER)
+
+
+class ApiToken(HasIdAndCreatedAt, Base):
+    """An API token: only its SHA-256 is stored; the secret is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account] = relationship(lazy="joined")

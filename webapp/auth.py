@@ -1,0 +1,111 @@
+"""Who is calling, and may they: credentials for every request in one place.
+
+API calls carry a token (``Authorization: Bearer``, or ``X-API-Key`` as older clients send; ``Authorization``
+wins when both are sent). ``POST /api/tokens`` also takes HTTP Basic (email and password). The admin pages sign in
+with a session cookie; API calls made with that session must send its CSRF token when they change anything.
+Reads need ``reader``, writes ``writer``; ``ANONYMOUS_READ`` opens reads to everyone.
+"""
+
+import hmac
+import secrets
+import uuid
+
+from flask import Flask, current_app, g, request, session
+
+from webapp.errors import ForbiddenError, UnauthorizedError
+from webapp.models import Account, Role
+from webapp.services import accounts
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Endpoints anyone may call: the docs, liveness, signed downloads and the sign-in page.
+PUBLIC_ENDPOINTS = {
+    "api-docs.openapi_json",
+    "api-docs.openapi_swagger_ui",
+    "docs_assets.static",
+    "health.Health",
+    "files.download",
+    "admin.login",
+    "admin.static",
+    "static",
+}
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def register_auth(app: Flask) -> None:
+    """Check credentials before every request."""
+    app.before_request(authorize_request)
+
+
+def authorize_request() -> None:
+    """Find the caller (``g.account``, ``g.role``) and refuse the request when they may not make it."""
+    g.account, g.role = None, None
+    if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    if request.endpoint.startswith("admin."):
+        _from_session(check_csrf=False)  # the admin pages check CSRF on their forms and redirect to sign-in
+        return
+    _from_headers() or _from_session(check_csrf=request.method not in SAFE_METHODS)
+    needed = Role.READER if request.method in SAFE_METHODS or request.endpoint.startswith("tokens.") else Role.WRITER
+    if g.account is None:
+        if needed == Role.READER and current_app.config["ANONYMOUS_READ"]:
+            return
+        raise UnauthorizedError(
+            "Credentials are needed: send 'Authorization: Bearer <token>' (or 'X-API-Key: <token>'). "
+            "Get a token with POST /api/tokens or `scriptorium tokens create`."
+        )
+    if not Role.at_least(g.role, needed):
+        raise ForbiddenError(f"This needs the {needed} role; your credentials have {g.role}.")
+
+
+def _from_headers() -> bool:
+    """Authenticate from the request's headers; False when it sent none."""
+    authorization = request.authorization
+    if authorization is not None and authorization.type == "basic":
+        if request.endpoint != "tokens.Tokens" or request.method != "POST":
+            raise UnauthorizedError("Email and password are only accepted by POST /api/tokens; send a token.")
+        account = accounts.check_password(authorization.username or "", authorization.password or "")
+        if account is None:
+            raise UnauthorizedError("Wrong email or password.")
+        g.account, g.role = account, account.role
+        return True
+    secret = authorization.token if authorization is not None and authorization.type == "bearer" else None
+    secret = secret or request.headers.get("X-API-Key")
+    if authorization is not None and secret is None:
+        raise UnauthorizedError("Unsupported Authorization scheme: use Bearer.")
+    if secret is None:
+        return False
+    token = accounts.token_for_secret(secret)
+    if token is None:
+        raise UnauthorizedError("The token is unknown, revoked or expired.")
+    # A token never has more rights than its account has now.
+    g.account, g.role = token.account, min(token.role, token.account.role, key=Role.ORDER.index)
+    return True
+
+
+def _from_session(check_csrf: bool) -> bool:
+    """Authenticate from the admin session cookie; unsafe API calls must echo its CSRF token."""
+    account_id = session.get("account_id")
+    if account_id is None:
+        return False
+    from webapp.extensions import db
+
+    account = db.session.get(Account, uuid.UUID(account_id))
+    if account is None:
+        session.clear()
+        return False
+    if check_csrf and not valid_csrf(request.headers.get(CSRF_HEADER)):
+        raise ForbiddenError(f"Requests made with the admin session must send the {CSRF_HEADER} header.")
+    g.account, g.role = account, account.role
+    return True
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, created on first use."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def valid_csrf(candidate: str | None) -> bool:
+    expected = session.get("csrf")
+    return bool(candidate and expected and hmac.compare_digest(candidate, expected))

@@ -1,0 +1,115 @@
+"""Accounts and API tokens: passwords hashed with scrypt, tokens stored as SHA-256 and shown once."""
+
+import hashlib
+import secrets
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.errors import ForbiddenError, NotFoundError
+from webapp.extensions import db
+from webapp.models import Account, ApiToken, Role, utcnow
+from webapp.services.common import commit
+
+TOKEN_PREFIX = "scr_"
+# Checked against when the email is unknown, so a wrong email costs the same hashing time as a wrong password.
+_UNKNOWN_ACCOUNT_HASH = generate_password_hash(secrets.token_urlsafe(16))
+
+
+def hash_token(secret: str) -> str:
+    """The stored form of a token (tokens are long and random, so a plain SHA-256 suffices)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_account(email: str, password: str | None, role: str) -> Account:
+    """Create an account; 409 when the email is taken."""
+    account = Account(
+        email=normalise_email(email),
+        password_hash=generate_password_hash(password) if password else None,
+        role=role,
+    )
+    db.session.add(account)
+    commit(f"An account for {email!r} exists already.")
+    return account
+
+
+def ensure_admin(email: str, password: str) -> Account:
+    """The admin account of that email, created (or promoted and given that password) as needed."""
+    account = account_by_email(email)
+    if account is None:
+        return create_account(email, password, Role.ADMIN)
+    if account.role != Role.ADMIN or not check_password_hash(account.password_hash or "", password):
+        account.role = Role.ADMIN
+        account.password_hash = generate_password_hash(password)
+        db.session.commit()
+    return account
+
+
+def account_by_email(email: str) -> Account | None:
+    return db.session.scalar(select(Account).where(Account.email == normalise_email(email)))
+
+
+def count_accounts() -> int:
+    return db.session.scalar(select(func.count(Account.id)))
+
+
+def check_password(email: str, password: str) -> Account | None:
+    """The account when email and password match, else None — in the same time for an unknown email."""
+    account = account_by_email(email)
+    if account is None or not account.password_hash:
+        check_password_hash(_UNKNOWN_ACCOUNT_HASH, password)
+        return None
+    return account if check_password_hash(account.password_hash, password) else None
+
+
+def create_token(account: Account, name: str, role: str | None = None, expires_in_days: int | None = None):
+    """A new token for ``account`` with at most its role; returns (token row, secret shown once)."""
+    role = role or account.role
+    if not Role.at_least(account.role, role):
+        raise ForbiddenError(f"A token may have at most the account's role ({account.role}), not {role}.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        account_id=account.id,
+        name=name,
+        role=role,
+        token_hash=hash_token(secret),
+        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    db.session.add(token)
+    commit("The token could not be stored.")
+    return token, secret
+
+
+def token_for_secret(secret: str) -> ApiToken | None:
+    """The live token with that secret: not revoked, not expired."""
+    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    now = utcnow()
+    if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
+        return None
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
+        token.last_used_at = now  # at most one write every few minutes per token
+        db.session.commit()
+    return token
+
+
+def list_tokens(account: Account):
+    """The account's tokens, oldest first."""
+    return select(ApiToken).where(ApiToken.account_id == account.id).order_by(ApiToken.created_at, ApiToken.id)
+
+
+def revoke_token(token_id: uuid.UUID, caller: Account | None = None) -> ApiToken:
+    """Revoke a token. A caller may revoke its own (an admin anyone's; others' are a 404); without a
+    caller (the operator's CLI) any token."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None or (caller and token.account_id != caller.id and caller.role != Role.ADMIN):
+        raise NotFoundError(f"No token of yours has the id {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        db.session.commit()
+    return token

@@ -1,0 +1,43 @@
+"""API tokens: create (with a password or a token), list, revoke."""
+
+import uuid
+
+from flask import g
+from flask.views import MethodView
+
+from webapp.common.api import Blueprint
+from webapp.services import accounts
+from webapp.tokens.schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
+
+blp = Blueprint(
+    "tokens",
+    __name__,
+    url_prefix="/api/tokens",
+    description="API tokens of the calling account. POST also accepts HTTP Basic (email and password).",
+)
+
+
+@blp.route("")
+class Tokens(MethodView):
+    @blp.response(200, TokenSchema(many=True))
+    @blp.paginate()
+    def get(self):
+        """List your tokens, without their secrets."""
+        return accounts.list_tokens(g.account)
+
+    @blp.arguments(TokenCreateSchema)
+    @blp.response(200, NewTokenSchema)
+    @blp.alt_response(403, description="The role asked for exceeds the account's.")
+    def post(self, values):
+        """Create a token; its secret is in the answer this once."""
+        token, secret = accounts.create_token(g.account, **values)
+        return {"id": token.id, "name": token.name, "role": token.role, "token": secret, "expires_at": token.expires_at}
+
+
+@blp.route("/id/<uuid:token_id>")
+class TokenById(MethodView):
+    @blp.response(200, TokenSchema)
+    @blp.alt_response(404, description="No token of yours has that id.")
+    def delete(self, token_id: uuid.UUID):
+        """Revoke a token (admins may revoke anyone's)."""
+        return accounts.revoke_token(token_id, g.account)
