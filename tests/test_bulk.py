@@ -258,3 +258,12 @@ def test_a_job_resumed_after_its_runner_died_stores_every_row_once(
     assert [error["line"] for error in job["errors"]] == [6]
     streamed = client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()
     assert len(streamed) == 18
+
+
+def test_bulk_bad_headers_and_parts_are_422(client, reference, script, bulk_url):
+    """A text field where the file belongs, or an over-long Idempotency-Key, is refused."""
+    assert client.post(bulk_url, data={"file": "hello"}).status_code == 422
+    rows = ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"})
+    response = post_bulk(client, bulk_url, rows, "rows.ndjson", headers={"Idempotency-Key": "k" * 300})
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.json["errors"]

@@ -186,3 +186,54 @@ def test_non_finite_numbers_in_json_fields_are_422(client, info):
     response = client.post("/api/sites", json={"site_name": "a", "site_info": info})
     assert response.status_code == 422
     assert "site_info" in response.json["errors"]
+
+
+def test_absurd_json_bodies_are_400_not_500(client):
+    """Nesting that exhausts the decoder, or integers too long to convert, are a malformed body."""
+    deep = "[" * 100_000 + "]" * 100_000
+    assert client.post("/api/sites", data=deep, content_type="application/json").status_code == 400
+    huge = '{"site_name": "x", "site_info": {"n": ' + "9" * 5000 + "}}"
+    assert client.post("/api/sites", data=huge, content_type="application/json").status_code == 400
+
+
+def test_json_fields_nest_at_most_64_levels(client):
+    """Deeply nested JSON fields are refused with a 422 naming the field; 64 levels are fine."""
+
+    def nested(levels):
+        value = {}
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return value
+
+    assert client.post("/api/sites", json={"site_name": "ok", "site_info": nested(64)}).status_code == 200
+    response = client.post("/api/sites", json={"site_name": "deep", "site_info": nested(65)})
+    assert response.status_code == 422
+    assert "site_info" in response.json["errors"]
+    as_text = client.post("/api/sites", json={"site_name": "deep", "site_info": '{"a":' * 5000 + "1" + "}" * 5000})
+    assert as_text.status_code == 422
+
+
+@pytest.mark.parametrize("body", [{"site_name": "\ud800"}, {"site_name": "x", "site_info": {"k": "\udfff"}}])
+def test_unpaired_surrogates_are_422(client, body):
+    """Text no UTF-8 column can store is refused before it reaches the database."""
+    assert client.post("/api/sites", json=body).status_code == 422
+
+
+def test_doubled_slashes_are_not_redirected(client):
+    """'//' in a path is simply not found."""
+    response = client.get("/api//scripts")
+    assert response.status_code == 404
+    assert response.json["code"] == 404
+
+
+def test_concurrent_deletes_answer_one_200_and_404s(app, client):
+    """Deleting the same script from several requests at once: one succeeds, the others find nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import make_token, token_client
+
+    script = client.post("/api/scripts", json={"script_name": "s"}).json
+    clients = [token_client(app, make_token(app, "writer")) for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(lambda c: c.delete(f"/api/scripts/id/{script['id']}").status_code, clients))
+    assert statuses == [200, 404, 404, 404, 404, 404]

@@ -240,3 +240,38 @@ def test_download_of_pending_file_is_409_with_retry_after(client, app, reference
     response = client.get(f"/api/scripts/records/id/{record['id']}/download")
     assert response.status_code == 409
     assert response.headers["Retry-After"]
+
+
+def test_text_where_a_file_belongs_is_422(client, reference, records_url):
+    """A plain field named record_file is refused, not mistaken for a file."""
+    response = client.post(records_url, data=record_form(record_file="hello"))
+    assert response.status_code == 422
+    assert "record_file" in response.json["errors"]
+
+
+def test_malformed_file_media_type_is_replaced_by_a_guess(client, reference, records_url):
+    """A part's content type that is not a well-formed media type is not stored; the name decides."""
+    form = record_form(record_file=(io.BytesIO(b"x"), "leaf.png", "image/" + "x" * 300))
+    record = client.post(records_url, data=form).json
+    assert record["file_content_type"] == "image/png"
+
+
+def test_long_names_stay_within_limits(client, reference):
+    """A 255-character script name still gives a default dataset name of at most 255 characters, and a file
+    name of many multi-byte characters is cut to 200 bytes with its extension kept."""
+    script = client.post("/api/scripts", json={"script_name": "s" * 255}).json
+    form = record_form(record_file=(io.BytesIO(b"x"), "é" * 150 + ".txt"))
+    record = client.post(f"/api/scripts/id/{script['id']}/records", data=form).json
+    assert len(record["dataset_name"]) == 255 and record["dataset_name"].endswith(" Dataset 2024-05-01")
+    assert len(record["file_name"].encode()) <= 200 and record["file_name"].endswith(".txt")
+    assert wait_for_file(client, record)["file_status"] == "ready"
+
+
+def test_payload_integers_beyond_64_bits_are_kept_and_streamed(client, reference, records_url):
+    """JSON allows big integers: they are stored and come back in single reads and streams."""
+    record = client.post(records_url, data=record_form(script_data='{"n": 18446744073709551616}')).json
+    assert record["script_data"] == {"n": 18446744073709551616}
+    import json as stdjson
+
+    (line,) = client.get(records_url).data.decode().splitlines()
+    assert stdjson.loads(line)["script_data"] == {"n": 18446744073709551616}

@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     # Collection paths answer with and without a trailing slash, never by redirect.
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False  # '//' is a 404 like any unknown path, not a redirect
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     configure_logger(app)
     register_extensions(app)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.common.fields import iso_utc
@@ -96,6 +97,12 @@ class Database:
             return type_coerce(column, JSONB).contains(pattern)
         return func.json_contains(column, json.dumps(pattern)) == 1
 
+    @staticmethod
+    def is_unique_violation(exc: IntegrityError) -> bool:
+        """True for a unique-key violation (a duplicate), False for other integrity errors (e.g. a foreign key)."""
+        state = getattr(exc.orig, "sqlstate", None)
+        return state == "23505" if state else "UNIQUE constraint failed" in str(exc.orig)
+
     def insert_ignoring_conflicts(self, table, rows: list[dict]) -> None:
         """``INSERT … ON CONFLICT DO NOTHING`` of ``rows`` inside the session's transaction."""
         insert = pg_insert if self.is_postgresql else sqlite_insert
@@ -168,4 +175,13 @@ def _json_line_sql(stmt: Select):
 
 def _json_line(row) -> bytes:
     line = {key: iso_utc(value) if isinstance(value, datetime) else value for key, value in row.items()}
-    return orjson.dumps({key: value for key, value in line.items() if value is not None}) + b"\n"
+    return dump_json({key: value for key, value in line.items() if value is not None}).encode() + b"\n"
+
+
+def dump_json(value) -> str:
+    """JSON text of ``value``: orjson for speed, the standard library for what orjson refuses (integers
+    beyond 64 bits, which JSON allows)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)

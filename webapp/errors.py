@@ -8,6 +8,7 @@ below; ``register_error_handlers`` maps them, werkzeug's HTTP errors and anythin
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,11 @@ def flatten_validation_messages(messages: dict) -> dict:
 def _as_list(messages) -> list:
     if isinstance(messages, list):
         return [m if isinstance(m, str) else str(m) for m in messages]
-    if isinstance(messages, dict):
-        return [f"{key}: {value}" for key, value in messages.items()]
+    if isinstance(messages, dict):  # per-item messages of a list field, keyed by index
+        return [
+            f"item {int(key) + 1 if str(key).isdigit() else key}: {' '.join(_as_list(value))}"
+            for key, value in messages.items()
+        ]
     return [str(messages)]
 
 
@@ -139,6 +143,19 @@ def handle_api_error(error: APIError):
     return error_response(error.status_code, error.description, error.errors, error.headers)
 
 
+# PostgreSQL's deadlock, serialization failure and lock timeout: concurrent requests collided; a retry succeeds.
+TRANSIENT_SQLSTATES = {"40P01", "40001", "55P03"}
+
+
+def handle_database_error(error: DBAPIError):
+    """Concurrent requests that collided in the database are a 409 to retry; anything else is a bug."""
+    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return error_response(
+            409, "A concurrent change collided with this request; retry it.", headers={"Retry-After": "1"}
+        )
+    return handle_unexpected(error)
+
+
 def handle_unexpected(error: BaseException):
     """Log a bug and answer 500 without leaking internals."""
     log.exception("Unhandled error", exc_info=error)
@@ -149,4 +166,5 @@ def register_error_handlers(app: Flask) -> None:
     """Route every exception family to the one error shape."""
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(APIError, handle_api_error)
+    app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -141,6 +141,12 @@ class Script(HasIdAndCreatedAt, Base):
     experiments: Mapped[list[Experiment]] = relationship(secondary=script_experiments)
     datasets: Mapped[list[Dataset]] = relationship(secondary=script_datasets)
 
+    def __init__(self, **kwargs):
+        # A new script was last updated when it was created, to the microsecond.
+        kwargs.setdefault("created_at", utcnow())
+        kwargs.setdefault("updated_at", kwargs["created_at"])
+        super().__init__(**kwargs)
+
 
 class ScriptRun(HasIdAndCreatedAt, Base):
     __tablename__ = "script_runs"

@@ -4,6 +4,7 @@ Project-wide behaviour has exactly one home here: the error shape, the media-typ
 the unknown-field policy (bodies reject unknown fields, query strings ignore them) and limit/offset paging.
 """
 
+import json
 from functools import wraps
 
 import flask_smorest
@@ -27,6 +28,14 @@ class Parser(FlaskParser):
 
     __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "multipart": None}
+
+    def _raw_load_json(self, req):
+        # The standard library's decoder raises RecursionError for absurd nesting and ValueError for integers
+        # of over 4300 digits: both are a malformed body (400), not a server error.
+        try:
+            return super()._raw_load_json(req)
+        except (RecursionError, ValueError) as exc:
+            return self._handle_invalid_json_error(json.JSONDecodeError(str(exc), "", 0), req)
 
     def load_multipart(self, req, schema):
         """Form fields and uploaded files together, so one schema (and one OpenAPI body) covers both."""

@@ -2,21 +2,48 @@
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 
 import marshmallow as ma
+from flask_smorest.fields import Upload
+from werkzeug.datastructures import FileStorage
+
+# Deeper JSON than this is refused: no real payload nests so far, and it keeps every parser and encoder safe.
+MAX_JSON_DEPTH = 64
+# NUL and unpaired surrogates: valid in Python strings and JSON escapes, but not storable as UTF-8 text.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+TEXT_ERRORS = {
+    "nul": "Text may not contain NUL (\\u0000) characters or unpaired surrogates (\\ud800-\\udfff).",
+}
+
+
+def unstorable_text(text: str) -> bool:
+    """True when ``text`` holds a character no UTF-8 database column can store."""
+    return _UNSTORABLE.search(text) is not None
 
 
 class Text(ma.fields.String):
-    """A string without NUL characters (PostgreSQL cannot store them)."""
+    """A string that the database can store (no NUL, no unpaired surrogate)."""
 
-    default_error_messages = {"nul": "Text may not contain NUL (\\u0000) characters."}
+    default_error_messages = TEXT_ERRORS
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in text:
+        if unstorable_text(text):
             raise self.make_error("nul")
         return text
+
+
+class File(Upload):
+    """An uploaded file part; a plain text field of that name is an error, not a crash."""
+
+    default_error_messages = {"invalid": "Must be a file part of a multipart/form-data body."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, FileStorage):
+            raise self.make_error("invalid")
+        return value
 
 
 class JSONObject(ma.fields.Field):
@@ -26,13 +53,16 @@ class JSONObject(ma.fields.Field):
         "invalid": "Must be a JSON object, or a string holding a JSON object.",
         "invalid_json": "Is not valid JSON: {detail}.",
         "not_finite": "Numbers must be finite: JSON has no NaN or Infinity.",
-        "nul": "Text may not contain NUL (\\u0000) characters.",
+        "too_deep": f"JSON may nest at most {MAX_JSON_DEPTH} levels deep.",
+        **TEXT_ERRORS,
     }
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
+            except RecursionError as exc:
+                raise self.make_error("too_deep") from exc
             except ValueError as exc:
                 raise self.make_error("invalid_json", detail=str(exc)) from exc
         if not isinstance(value, dict):
@@ -56,18 +86,21 @@ def iso_utc(value: datetime) -> str:
 
 
 def _json_problem(value) -> str | None:
-    """What PostgreSQL's jsonb would refuse in ``value``: a NaN or infinite number, or a NUL in text."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "not_finite"
-    if isinstance(value, str):
-        return "nul" if "\x00" in value else None
-    if isinstance(value, dict):
-        children = [*value.keys(), *value.values()]
-    elif isinstance(value, list):
-        children = value
-    else:
-        return None
-    return next((problem for child in children if (problem := _json_problem(child))), None)
+    """What the database (or a JSON encoder) would refuse in ``value``: a NaN or infinite number, unstorable
+    text, or nesting deeper than ``MAX_JSON_DEPTH``. Iterative, so no input can exhaust the stack."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return "not_finite"
+        if isinstance(item, str) and unstorable_text(item):
+            return "nul"
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return "too_deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 class Timestamp(ma.fields.DateTime):

@@ -1,10 +1,9 @@
 """Schemas of script records: the record, its multipart form, its change and its searches."""
 
 import marshmallow as ma
-from flask_smorest.fields import Upload
 
 from webapp.common.api import QueryArgsSchema, Schema
-from webapp.common.fields import JSONObject, NameList, Text, Timestamp
+from webapp.common.fields import File, JSONObject, NameList, Text, Timestamp
 
 NAME = ma.validate.Length(min=1, max=255)
 
@@ -52,11 +51,11 @@ class RecordFieldsSchema(Schema):
 
 
 class RecordFormSchema(RecordFieldsSchema):
-    record_file = Upload(metadata={"description": "Optional file attached to the record."})
+    record_file = File(metadata={"description": "Optional file attached to the record."})
 
 
 class BulkUploadFormSchema(Schema):
-    file = Upload(
+    file = File(
         required=True,
         metadata={
             "description": "NDJSON, CSV (header row; script_data and record_info columns hold JSON) or a JSON "

@@ -22,14 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
-from webapp.common.fields import load_flat
+from webapp.common.fields import load_flat, unstorable_text
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
 from webapp.models import Job, JobKind, Record, Script
 from webapp.records.schemas import RecordFieldsSchema
 from webapp.services import jobs
 from webapp.services.jobs import JobFailed, RetryLater, renew_lease
-from webapp.services.records import RecordReferences, sanitise_file_name
+from webapp.services.records import RecordReferences, content_type_for, sanitise_file_name
 from webapp.services.reference import experiment_by_name
 from webapp.services.scripts import associate, get_script
 from webapp.storage import file_digest
@@ -76,6 +76,8 @@ def create_bulk_job(
     stream.seek(0)
     if fingerprint.size == 0:
         raise ValidationError({"file": "The file is empty."})
+    if idempotency_key is not None and (len(idempotency_key) > 255 or unstorable_text(idempotency_key)):
+        raise ValidationError({"Idempotency-Key": "At most 255 characters of text."})
     if idempotency_key:
         existing = _job_for_key(requested_by, script.id, idempotency_key)
         if existing is not None:
@@ -83,9 +85,10 @@ def create_bulk_job(
     _check_defaults(defaults)
 
     job_id = uuid.uuid4()
-    staged_key = f"uploads/{job_id}/{sanitise_file_name(upload.filename or 'upload')}"
+    file_name = sanitise_file_name(upload.filename or "upload", field="file")
+    staged_key = f"uploads/{job_id}/{file_name}"
     try:
-        store.backend.put(staged_key, stream, upload.mimetype or "application/octet-stream")
+        store.backend.put(staged_key, stream, content_type_for(upload, file_name))
     except Exception as exc:
         raise StorageError("The upload could not be stored; nothing was queued. Try again later.") from exc
     job = jobs.new_job(
@@ -322,11 +325,9 @@ def read_csv(stream) -> Iterator[tuple]:
                 continue
             yield start, {name: cell for name, cell in zip(header, cells, strict=False) if cell != ""}, None
     except UnicodeDecodeError as exc:
-        raise JobFailed(f"The CSV file is not UTF-8 text after line {reader.line_num}.") from exc
+        raise JobFailed(f"The CSV file is not UTF-8 text at line {reader.line_num + 1}.") from exc
     except csv.Error as exc:
-        raise JobFailed(f"The CSV file cannot be read after line {reader.line_num}: {exc}.") from exc
-    finally:
-        text.detach()
+        raise JobFailed(f"The CSV file cannot be read at line {reader.line_num + 1}: {exc}.") from exc
 
 
 def read_json_array(stream) -> Iterator[tuple]:
@@ -343,6 +344,8 @@ def read_json_array(stream) -> Iterator[tuple]:
                 yield index, None, "Each item must be a JSON object."
     except ijson.JSONError as exc:
         raise JobFailed(f"The JSON array is malformed after item {index}: {exc}.") from exc
+    except RecursionError as exc:
+        raise JobFailed(f"Item {index + 1} of the JSON array nests too deeply to be read.") from exc
 
 
 READERS = {"ndjson": read_ndjson, "csv": read_csv, "json": read_json_array}

@@ -2,7 +2,9 @@
 
 import uuid
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.errors import ConflictError, NotFoundError
 from webapp.extensions import db
@@ -17,12 +19,16 @@ def get_or_404(model, object_id: uuid.UUID, label: str | None = None):
 
 
 def commit(conflict: str) -> None:
-    """Commit the session; a unique or foreign-key violation rolls back and becomes a 409 ``conflict``."""
+    """Commit the session; a unique or foreign-key violation rolls back and becomes a 409 ``conflict``, and
+    a row deleted by a concurrent request meanwhile becomes a 404."""
     try:
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
         raise ConflictError(conflict) from exc
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise NotFoundError("It was deleted by another request meanwhile.") from exc
 
 
 def update_fields(obj, values: dict) -> None:
@@ -32,9 +38,19 @@ def update_fields(obj, values: dict) -> None:
 
 
 def delete(obj, conflict: str):
-    """Delete ``obj`` and return it; when other rows still reference it, nothing changes (409)."""
-    db.session.delete(obj)
+    """Delete ``obj`` (the database cascades to what it owns) and return it; 409 while other rows still
+    reference it, 404 when a concurrent request deleted it first."""
+    model, object_id = type(obj), obj.id
+    try:
+        result = db.session.execute(sa_delete(model).where(model.id == object_id))
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise ConflictError(conflict) from exc
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise NotFoundError(f"No {model.__tablename__.rstrip('s')} has the id {object_id}.")
     commit(conflict)
+    db.session.expunge(obj)
     return obj
 
 

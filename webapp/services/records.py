@@ -3,6 +3,7 @@
 import logging
 import mimetypes
 import os
+import re
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -28,24 +29,41 @@ from webapp.models import (
     utcnow,
 )
 from webapp.services import jobs
-from webapp.services.common import commit, get_or_404, new_id
+from webapp.services.common import commit, delete, get_or_404, new_id
 from webapp.services.scripts import associate, find_or_create_dataset, get_script
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_NAME = 200
+MAX_FILE_NAME_BYTES = 200
+MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
-def sanitise_file_name(raw: str) -> str:
-    """The last path component of ``raw`` without control characters or leading dots; 422 if nothing is left."""
+def sanitise_file_name(raw: str, field: str = "record_file") -> str:
+    """The last path component of ``raw`` without control characters or leading dots, at most 200 bytes of
+    UTF-8 (file systems count bytes); 422 on ``field`` if nothing is left."""
     name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().lstrip(".").strip()
     if not name:
-        raise ValidationError({"record_file": f"The file name {raw!r} has no usable characters."})
+        raise ValidationError({field: f"The file name {raw!r} has no usable characters."})
     stem, ext = os.path.splitext(name)
-    if len(name) > MAX_FILE_NAME:
-        name = stem[: MAX_FILE_NAME - len(ext[:20])] + ext[:20]
-    return name
+    ext = ext if len(ext.encode()) <= 20 else ""
+    while len((stem + ext).encode()) > MAX_FILE_NAME_BYTES:
+        stem = stem[:-1]
+    return (stem + ext) or "file"
+
+
+def content_type_for(upload: FileStorage, file_name: str) -> str:
+    """The upload's declared media type when it is a well-formed one, else a guess from its name."""
+    declared = (upload.mimetype or "").lower()
+    if declared != "application/octet-stream" and MEDIA_TYPE.fullmatch(declared):
+        return declared
+    return mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+
+
+def default_dataset_name(script_name: str, collection_date) -> str:
+    """``<script_name> Dataset <collection_date>``, the script name shortened to keep within 255 characters."""
+    suffix = f" Dataset {collection_date.isoformat()}"
+    return script_name[: 255 - len(suffix)] + suffix
 
 
 def get_record(record_id: uuid.UUID) -> Record:
@@ -105,7 +123,7 @@ class RecordReferences:
         timestamp = values["timestamp"]
         # The default collection date is the timestamp's date where it was taken, i.e. in its own offset.
         collection_date = values.get("collection_date") or timestamp.date()
-        dataset_name = values.get("dataset_name") or f"{self.script.script_name} Dataset {collection_date.isoformat()}"
+        dataset_name = values.get("dataset_name") or default_dataset_name(self.script.script_name, collection_date)
         if dataset_name not in self._datasets:
             dataset = find_or_create_dataset(dataset_name, collection_date=collection_date, dataset_info={})
             self._datasets[dataset_name] = dataset.id
@@ -147,21 +165,25 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     409 for a duplicate; when any step fails nothing is left behind.
     """
     script = get_script(script_id)
-    row = RecordReferences(script).row(values)
-    if find_duplicate(row) is not None:
-        db.session.rollback()
-        raise duplicate_error()
-    record = Record(**row)
-    db.session.add(record)
-    associate(script.id, row["dataset_id"], row["experiment_id"])
-    job = stage_file(record, upload) if upload is not None else None
+    job = None
     try:
+        row = RecordReferences(script).row(values)
+        if find_duplicate(row) is not None:
+            db.session.rollback()
+            raise duplicate_error()
+        record = Record(**row)
+        db.session.add(record)
+        associate(script.id, row["dataset_id"], row["experiment_id"])
+        job = stage_file(record, upload) if upload is not None else None
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
         if job is not None:
             store.delete_quietly(job.params["staged_key"])
         if isinstance(exc, IntegrityError):
+            if not db.is_unique_violation(exc):
+                get_script(script_id)  # 404 when a concurrent request deleted the script
+                raise ConflictError("Something this record refers to changed meanwhile; try again.") from exc
             raise duplicate_error() from exc
         raise
     if job is not None:
@@ -176,11 +198,7 @@ def stage_file(record: Record, upload: FileStorage) -> Job:
     The record's key is fixed now; the worker computes size and SHA-256 and moves the file to that key.
     """
     file_name = sanitise_file_name(upload.filename or "file")
-    content_type = (
-        upload.mimetype
-        if upload.mimetype and upload.mimetype != "application/octet-stream"
-        else mimetypes.guess_type(file_name)[0] or "application/octet-stream"
-    )
+    content_type = content_type_for(upload, file_name)
     staged_key = f"staging/{record.id}"
     try:
         store.backend.put(staged_key, upload.stream, content_type)
@@ -230,11 +248,9 @@ def update_record(record_id: uuid.UUID, values: dict) -> Record:
 def delete_record(record_id: uuid.UUID) -> Record:
     """Delete a record, then its stored file."""
     record = get_record(record_id)
-    key = record.record_file
-    db.session.delete(record)
-    commit("The record could not be deleted.")
-    if key:
-        store.delete_quietly(key)
+    delete(record, "The record could not be deleted.")
+    if record.record_file:
+        store.delete_quietly(record.record_file)
     return record
 
 

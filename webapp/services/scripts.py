@@ -16,7 +16,7 @@ from webapp.models import (
     script_datasets,
     script_experiments,
 )
-from webapp.services.common import commit, get_or_404, update_fields
+from webapp.services.common import commit, delete, get_or_404, update_fields
 from webapp.services.reference import experiment_by_name
 
 
@@ -63,8 +63,7 @@ def delete_script(script_id: uuid.UUID) -> Script:
     keys = db.session.scalars(
         select(Record.record_file).where(Record.script_id == script_id, Record.record_file.is_not(None))
     ).all()
-    db.session.delete(script)
-    commit("The script could not be deleted.")
+    delete(script, "The script could not be deleted.")
     # Files go after the commit: a failed commit must not lose files, and an orphaned file is harmless.
     for key in keys:
         store.delete_quietly(key)
