@@ -95,6 +95,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Register the API resources, the local-store downloads and the offline docs assets."""
+    from webapp.admin.routes import blp as admin_blp
     from webapp.experiments.routes import blp as experiments_blp
     from webapp.files.routes import blp as files_blp
     from webapp.health.routes import blp as health_blp
@@ -107,6 +108,7 @@ def register_blueprints(app: Flask) -> None:
     for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, tokens_blp, health_blp):
         api.register_blueprint(blp)
     app.register_blueprint(files_blp)
+    app.register_blueprint(admin_blp)
     app.register_blueprint(
         Blueprint(
             "docs_assets",

@@ -11,6 +11,7 @@ from datetime import UTC
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
@@ -269,32 +270,46 @@ def download_url(record_id: uuid.UUID, expires_in: int) -> str:
 def record_rows(script_id: uuid.UUID, filters: dict):
     """The flat columns of a script's records matching ``filters``, oldest timestamp first (ties by id)."""
     get_script(script_id)
+    columns = select(
+        Record.id,
+        Record.timestamp,
+        Record.collection_date,
+        Record.script_id,
+        Script.script_name,
+        Record.script_run_id,
+        Record.dataset_id,
+        Dataset.dataset_name,
+        Record.experiment_id,
+        Experiment.experiment_name,
+        Record.season_id,
+        Season.season_name,
+        Record.site_id,
+        Site.site_name,
+        Record.record_file,
+        Record.file_name,
+        Record.file_size,
+        Record.file_sha256,
+        Record.file_content_type,
+        Record.file_status,
+        Record.script_data,
+        Record.record_info,
+    )
+    return _matching(columns, script_id, filters)
+
+
+def search_records(script_id: uuid.UUID, filters: dict):
+    """The same search as ``record_rows``, as Record objects with their names loaded (for pages)."""
+    get_script(script_id)
+    loaded = [
+        contains_eager(relation)
+        for relation in (Record.script, Record.dataset, Record.experiment, Record.season, Record.site)
+    ]
+    return _matching(select(Record).options(*loaded), script_id, filters)
+
+
+def _matching(stmt, script_id: uuid.UUID, filters: dict):
     stmt = (
-        select(
-            Record.id,
-            Record.timestamp,
-            Record.collection_date,
-            Record.script_id,
-            Script.script_name,
-            Record.script_run_id,
-            Record.dataset_id,
-            Dataset.dataset_name,
-            Record.experiment_id,
-            Experiment.experiment_name,
-            Record.season_id,
-            Season.season_name,
-            Record.site_id,
-            Site.site_name,
-            Record.record_file,
-            Record.file_name,
-            Record.file_size,
-            Record.file_sha256,
-            Record.file_content_type,
-            Record.file_status,
-            Record.script_data,
-            Record.record_info,
-        )
-        .join(Script, Script.id == Record.script_id)
+        stmt.join(Script, Script.id == Record.script_id)
         .join(Dataset, Dataset.id == Record.dataset_id)
         .join(Experiment, Experiment.id == Record.experiment_id)
         .join(Season, Season.id == Record.season_id)

@@ -1,0 +1,246 @@
+"""Admin pages: sign-in, sessions, CSRF, who may do what, and the pages' content, through the test client.
+
+tests/test_browser.py drives the same pages in a real browser.
+"""
+
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import record_form
+from tests.servers import wait_until
+
+
+def sign_in(app, role: str = "writer"):
+    """A client signed in to the admin pages as a new account with ``role``."""
+    from webapp.services import accounts
+
+    email = f"{role}@example.org"
+    if accounts.account_by_email(email) is None:
+        accounts.create_account(email, "a good password", role)
+    browser = app.test_client()
+    page = browser.get("/admin/login")
+    response = browser.post(
+        "/admin/login", data={"email": email, "password": "a good password", "csrf_token": csrf_of(page)}
+    )
+    assert response.status_code == 302, response.data
+    return browser
+
+
+def csrf_of(response) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def post_form(browser, page_url: str, action: str, data: dict, **kwargs):
+    """Open ``page_url`` for its CSRF token, then post ``data`` to ``action``."""
+    token = csrf_of(browser.get(page_url))
+    return browser.post(action, data={**data, "csrf_token": token}, **kwargs)
+
+
+@pytest.fixture
+def writer(app):
+    return sign_in(app, "writer")
+
+
+def test_pages_redirect_to_sign_in_without_a_session(anonymous):
+    """Every admin page but the sign-in page needs a session."""
+    response = anonymous.get("/admin/scripts")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/admin/login?next=")
+
+
+def test_wrong_email_and_wrong_password_get_the_same_answer(app, anonymous):
+    """One message for either mistake."""
+    from webapp.services import accounts
+
+    accounts.create_account("known@example.org", "a good password", "reader")
+    token = csrf_of(anonymous.get("/admin/login"))
+    wrong_password = anonymous.post(
+        "/admin/login", data={"email": "known@example.org", "password": "x", "csrf_token": token}
+    )
+    unknown_email = anonymous.post(
+        "/admin/login", data={"email": "nobody@example.org", "password": "x", "csrf_token": token}
+    )
+    assert wrong_password.status_code == unknown_email.status_code == 401
+    assert "Wrong email or password." in wrong_password.get_data(as_text=True)
+    assert "Wrong email or password." in unknown_email.get_data(as_text=True)
+
+
+def test_session_cookie_is_httponly_and_samesite(app):
+    """The session cookie cannot be read by scripts nor sent by other sites' forms."""
+    from webapp.services import accounts
+
+    accounts.create_account("c@example.org", "a good password", "reader")
+    browser = app.test_client()
+    token = csrf_of(browser.get("/admin/login"))
+    response = browser.post(
+        "/admin/login", data={"email": "c@example.org", "password": "a good password", "csrf_token": token}
+    )
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_forms_without_or_with_a_forged_csrf_token_are_refused(writer):
+    """A form post needs the session's CSRF token."""
+    assert writer.post("/admin/scripts/new", data={"script_name": "x"}).status_code == 400
+    assert writer.post("/admin/scripts/new", data={"script_name": "x", "csrf_token": "forged"}).status_code == 400
+    assert "No script matches" in writer.get("/admin/scripts").get_data(as_text=True)
+
+
+def test_expired_session_goes_back_to_sign_in(writer):
+    """A session older than its lifetime is ended."""
+    with writer.session_transaction() as session:
+        session["signed_in_at"] = (datetime.now(UTC) - timedelta(hours=9)).isoformat()
+    assert writer.get("/admin/").status_code == 302
+
+
+def test_reader_browses_but_cannot_change(app, client):
+    """A reader sees the pages but not the forms; posting them is 403."""
+    script = client.post("/api/scripts", json={"script_name": "ndvi"}).json
+    reader = sign_in(app, "reader")
+    page = reader.get(f"/admin/scripts/{script['id']}")
+    assert page.status_code == 200
+    assert "Upload records" not in page.get_data(as_text=True)
+    assert reader.get("/admin/scripts/new").status_code == 403
+    token = csrf_of(page)
+    assert reader.post(f"/admin/scripts/{script['id']}/delete", data={"csrf_token": token}).status_code == 403
+    assert reader.get("/admin/accounts").status_code == 403
+
+
+def test_writer_creates_edits_and_deletes_a_script(writer):
+    """The script forms reuse the API's rules and services."""
+    created = post_form(
+        writer, "/admin/scripts/new", "/admin/scripts/new", {"script_name": "canopy", "script_info": '{"v": 1}'}
+    )
+    assert created.status_code == 302
+    detail_url = created.headers["Location"]
+    assert "canopy" in writer.get(detail_url).get_data(as_text=True)
+    invalid = post_form(writer, "/admin/scripts/new", "/admin/scripts/new", {"script_name": "x", "script_info": "[1]"})
+    assert (
+        (invalid.status_code == 422
+        and "script_info" in invalid.get_data(as_text=True))
+        or "JSON" in invalid.get_data(as_text=True)
+    )
+    edited = post_form(
+        writer,
+        detail_url + "/edit",
+        detail_url + "/edit",
+        {"script_name": "canopy-2", "script_url": "", "script_extension": "py", "script_info": "{}"},
+    )
+    assert edited.status_code == 302
+    assert "canopy-2" in writer.get(detail_url).get_data(as_text=True)
+    deleted = post_form(writer, detail_url, detail_url + "/delete", {})
+    assert deleted.status_code == 302
+    assert writer.get(detail_url).status_code == 404
+
+
+def test_experiments_seasons_and_sites_forms(writer):
+    """Reference data is created, listed and deleted from the pages."""
+    created = post_form(
+        writer,
+        "/admin/experiments/new",
+        "/admin/experiments/new",
+        {"experiment_name": "E1", "experiment_start_date": "2024-01-01"},
+    )
+    assert created.status_code == 302
+    experiment_url = created.headers["Location"]
+    experiment_id = experiment_url.rsplit("/", 1)[1]
+    season = post_form(writer, experiment_url, f"/admin/experiments/{experiment_id}/seasons", {"season_name": "Summer"})
+    assert season.status_code == 302
+    assert "Summer" in writer.get(experiment_url).get_data(as_text=True)
+    duplicate = post_form(writer, "/admin/experiments/new", "/admin/experiments/new", {"experiment_name": "E1"})
+    assert duplicate.status_code == 422
+    site = post_form(writer, "/admin/sites/new", "/admin/sites/new", {"site_name": "Ames", "site_state": "IA"})
+    assert site.status_code == 302
+    assert "Ames" in writer.get("/admin/sites").get_data(as_text=True)
+
+
+def test_script_page_shows_records_filters_chart_and_file_links(app, client, reference, script, writer):
+    """The script page lists records (filtered), draws one bar per collection day and links files."""
+    url = f"/api/scripts/id/{script['id']}/records"
+    client.post(url, data=record_form(timestamp="2024-05-01T10:00:00Z", record_file=(io.BytesIO(b"x"), "a.png")))
+    client.post(url, data=record_form(timestamp="2024-05-01T11:00:00Z"))
+    client.post("/api/sites", json={"site_name": "Ames"})
+    client.post(url, data=record_form(timestamp="2024-05-03T10:00:00Z", site_name="Ames"))
+    from webapp.extensions import queue
+
+    queue.dispatcher.drain()
+    page = writer.get(f"/admin/scripts/{script['id']}").get_data(as_text=True)
+    assert page.count('class="bar"') == 2
+    assert "2024-05-01: 2" in page
+    assert page.count("<time>2024-05-0") == 3
+    assert 'class="download"' in page
+    filtered = writer.get(f"/admin/scripts/{script['id']}", query_string={"site_name": "Ames"}).get_data(as_text=True)
+    assert filtered.count("<time>2024-05-0") == 1
+
+
+def test_bulk_upload_form_leads_to_the_job_page(app, reference, script, writer):
+    """Uploading from the script page queues a job and shows its page, which polls the jobs API."""
+    rows = json.dumps(
+        {
+            "timestamp": "2024-05-01T00:00:00Z",
+            "experiment_name": "Drought 2024",
+            "season_name": "Summer",
+            "site_name": "Maricopa",
+        }
+    )
+    page_url = f"/admin/scripts/{script['id']}"
+    response = post_form(
+        writer, page_url, page_url + "/upload", {"file": (io.BytesIO(rows.encode() + b"\n"), "rows.ndjson")}
+    )
+    assert response.status_code == 302 and "/admin/jobs/" in response.headers["Location"]
+    job_page = writer.get(response.headers["Location"]).get_data(as_text=True)
+    job_url = re.search(r'data-url="([^"]+)"', job_page).group(1)
+    job = wait_until(lambda: writer.get(job_url).json, lambda j: j["state"] == "succeeded")
+    assert job["inserted"] == 1
+
+
+def test_names_and_searches_are_rendered_escaped(writer, client):
+    """HTML in names is shown as text; SQL-looking searches are just text that matches nothing."""
+    client.post("/api/scripts", json={"script_name": "<script>alert(1)</script>"})
+    listing = writer.get("/admin/scripts").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in listing
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in listing
+    search = writer.get("/admin/scripts", query_string={"q": "' OR 1=1 --"})
+    assert search.status_code == 200
+    assert "No script matches" in search.get_data(as_text=True)
+    assert "&#39; OR 1=1 --" in search.get_data(as_text=True)
+
+
+def test_api_calls_with_the_session_need_the_csrf_header_to_change_anything(writer):
+    """The session reads the API; unsafe calls must echo the CSRF token in X-CSRF-Token."""
+    assert writer.get("/api/sites").status_code == 200
+    assert writer.post("/api/sites", json={"site_name": "s"}).status_code == 403
+    token = csrf_of(writer.get("/admin/"))
+    assert writer.post("/api/sites", json={"site_name": "s"}, headers={"X-CSRF-Token": token}).status_code == 200
+
+
+def test_admin_manages_accounts_and_revokes_others_tokens(app):
+    """Only admins reach the accounts page; they create accounts and revoke anyone's token."""
+    from tests.conftest import make_token
+
+    victim = make_token(app, "writer", email="victim@example.org")
+    admin = sign_in(app, "admin")
+    created = post_form(
+        admin,
+        "/admin/accounts",
+        "/admin/accounts",
+        {"email": "new@example.org", "password": "long enough", "role": "reader"},
+    )
+    assert created.status_code == 302
+    page = admin.get("/admin/accounts").get_data(as_text=True)
+    assert "new@example.org" in page and "victim@example.org" in page
+    token_id = re.search(r"/admin/tokens/([0-9a-f-]+)/revoke", page).group(1)
+    assert post_form(admin, "/admin/accounts", f"/admin/tokens/{token_id}/revoke", {}).status_code == 302
+    assert app.test_client().get("/api/sites", headers={"X-API-Key": victim}).status_code == 401
+
+
+def test_sign_out_ends_the_session(writer):
+    """After signing out, pages ask to sign in again."""
+    assert post_form(writer, "/admin/", "/admin/logout", {}).status_code == 302
+    assert writer.get("/admin/").status_code == 302

@@ -1,0 +1,415 @@
+"""Admin pages: sign-in, dashboard, scripts with their records and chart, reference data, uploads, jobs.
+
+Views are thin: they read the form through the API's own schemas, call the same services as the API, and
+render. Every form carries the session's CSRF token; a page needing a higher role answers 403.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+
+import marshmallow as ma
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+
+from webapp.admin.charts import bar_chart
+from webapp.auth import csrf_token, valid_csrf
+from webapp.common.pagination import fetch_page
+from webapp.errors import APIError
+from webapp.experiments.schemas import ExperimentSchema, SeasonSchema
+from webapp.models import Role
+from webapp.records.schemas import RecordQueryArgsSchema
+from webapp.scripts.schemas import ScriptCreateSchema, ScriptSchema
+from webapp.services import accounts, bulk, jobs, overview, records, reference, scripts
+from webapp.sites.schemas import SiteSchema
+
+blp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="../templates", static_folder="../static")
+
+PAGE_SIZE = 50
+SESSION_LIFETIME = timedelta(hours=8)
+
+
+@blp.record_once
+def register_template_globals(state):
+    # Globals, not context: the form macros are imported without the template's context.
+    state.app.jinja_env.globals.update(csrf_token=csrf_token, Role=Role)
+
+
+@blp.before_request
+def require_session_and_csrf():
+    """Sign-in for every page but the sign-in page; a valid CSRF token on every form post."""
+    if request.endpoint in ("admin.login", "admin.static"):
+        pass
+    elif g.account is None or _session_expired():
+        session.clear()
+        return redirect(url_for("admin.login", next=request.full_path))
+    if request.method == "POST" and not valid_csrf(request.form.get("csrf_token")):
+        abort(400, description="The form has expired or did not come from this site; reload the page and try again.")
+    return None
+
+
+def _session_expired() -> bool:
+    signed_in = session.get("signed_in_at")
+    return signed_in is None or datetime.now(UTC) - datetime.fromisoformat(signed_in) > SESSION_LIFETIME
+
+
+def requires(role: str):
+    """Only accounts with at least ``role`` see the page (403 for the others)."""
+
+    def decorator(view):
+        @wraps(view)
+        def checked(*args, **kwargs):
+            if not Role.at_least(g.role, role):
+                abort(403, description=f"This page needs the {role} role.")
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorator
+
+
+def page_number() -> int:
+    try:
+        return max(int(request.args.get("page", 1)), 1)
+    except ValueError:
+        return 1
+
+
+def paged(stmt):
+    """One page of ``stmt`` with what the pager template needs."""
+    page = page_number()
+    items, total = fetch_page(stmt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return items, {"page": page, "total": total, "pages": max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)}
+
+
+def load_form(schema: ma.Schema, drop_empty: bool = True):
+    """(values, errors) of the posted form through an API schema; empty optional fields count as absent."""
+    data = {k: v for k, v in request.form.items() if k != "csrf_token" and not (drop_empty and v == "")}
+    try:
+        return schema.load(data), {}
+    except ma.ValidationError as exc:
+        return None, exc.messages
+
+
+# --- sign-in ------------------------------------------------------------------------------------------------
+
+
+@blp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with email and password (one message for any mistake)."""
+    error = None
+    if request.method == "POST":
+        account = accounts.check_password(request.form.get("email", ""), request.form.get("password", ""))
+        if account is None:
+            error = "Wrong email or password."
+        else:
+            session.clear()
+            session.permanent = True
+            session.update(account_id=str(account.id), signed_in_at=datetime.now(UTC).isoformat())
+            target = request.args.get("next", "")
+            # Only local paths: never redirect a signed-in user to another site.
+            return redirect(target if target.startswith("/admin") else url_for("admin.dashboard"))
+    return render_template("admin/login.html", error=error), 401 if error else 200
+
+
+@blp.post("/logout")
+def logout():
+    """Sign out."""
+    session.clear()
+    flash("Signed out.")
+    return redirect(url_for("admin.login"))
+
+
+@blp.get("/")
+def dashboard():
+    """Counts and recent jobs."""
+    return render_template("admin/dashboard.html", counts=overview.dashboard_counts(), jobs=overview.recent_jobs())
+
+
+# --- scripts ------------------------------------------------------------------------------------------------
+
+
+@blp.get("/scripts")
+def script_list():
+    """Scripts, searched by name or extension."""
+    query = request.args.get("q", "").strip()
+    items, pager = paged(overview.find_scripts(query))
+    return render_template("admin/scripts.html", scripts=items, pager=pager, query=query)
+
+
+@blp.route("/scripts/new", methods=["GET", "POST"])
+@requires(Role.WRITER)
+def script_new():
+    """Create a script."""
+    errors = {}
+    if request.method == "POST":
+        values, errors = load_form(ScriptCreateSchema())
+        if not errors:
+            try:
+                script = scripts.create_script(values)
+                flash(f"Created script {script.script_name}.")
+                return redirect(url_for("admin.script_detail", script_id=script.id))
+            except APIError as exc:
+                errors = exc.errors or {"_": [exc.description]}
+    return render_template(
+        "admin/script_form.html", script=None, form=request.form, errors=errors
+    ), 422 if errors else 200
+
+
+@blp.route("/scripts/<uuid:script_id>/edit", methods=["GET", "POST"])
+@requires(Role.WRITER)
+def script_edit(script_id: uuid.UUID):
+    """Edit a script (an emptied optional field is cleared)."""
+    script = scripts.get_script(script_id)
+    errors = {}
+    if request.method == "POST":
+        values, errors = load_form(ScriptSchema(), drop_empty=False)
+        if not errors:
+            values = {k: (None if v == "" else v) for k, v in values.items()}
+            scripts.update_script(script_id, values)
+            flash("Saved.")
+            return redirect(url_for("admin.script_detail", script_id=script_id))
+    return render_template(
+        "admin/script_form.html", script=script, form=request.form, errors=errors
+    ), 422 if errors else 200
+
+
+@blp.post("/scripts/<uuid:script_id>/delete")
+@requires(Role.WRITER)
+def script_delete(script_id: uuid.UUID):
+    """Delete a script with its runs, records and files."""
+    script = scripts.delete_script(script_id)
+    flash(f"Deleted script {script.script_name} with its records.")
+    return redirect(url_for("admin.script_list"))
+
+
+@blp.get("/scripts/<uuid:script_id>")
+def script_detail(script_id: uuid.UUID):
+    """A script: runs, datasets, a records-per-day chart, and its records with filters."""
+    script = scripts.get_script(script_id)
+    try:
+        filters = RecordQueryArgsSchema().load({k: v for k, v in request.args.items() if v and k != "page"})
+        filter_errors = {}
+    except ma.ValidationError as exc:
+        filters, filter_errors = {}, exc.messages
+    items, pager = paged(records.search_records(script_id, filters))
+    return render_template(
+        "admin/script.html",
+        script=script,
+        runs=fetch_page(scripts.list_runs(script_id), limit=20, offset=0)[0],
+        datasets=fetch_page(scripts.list_script_datasets(script_id), limit=100, offset=0)[0],
+        experiments=fetch_page(scripts.list_script_experiments(script_id), limit=100, offset=0)[0],
+        records=items,
+        pager=pager,
+        filters=request.args,
+        filter_errors=filter_errors,
+        chart=bar_chart(overview.records_per_day(script_id)),
+    )
+
+
+@blp.post("/scripts/<uuid:script_id>/upload")
+@requires(Role.WRITER)
+def script_upload(script_id: uuid.UUID):
+    """Queue a bulk upload from the form and follow it on its job page."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        flash("Choose a file to upload.", "error")
+        return redirect(url_for("admin.script_detail", script_id=script_id))
+    defaults = {
+        name: request.form[name]
+        for name in ("experiment_name", "season_name", "site_name", "dataset_name")
+        if request.form.get(name)
+    }
+    try:
+        job, _ = bulk.create_bulk_job(script_id, upload, defaults, requested_by=str(g.account.id))
+    except APIError as exc:
+        flash(exc.description, "error")
+        return redirect(url_for("admin.script_detail", script_id=script_id))
+    return redirect(url_for("admin.job_detail", job_id=job.id))
+
+
+# --- experiments, seasons, sites ----------------------------------------------------------------------------
+
+
+@blp.get("/experiments")
+def experiment_list():
+    """Experiments."""
+    items, pager = paged(reference.list_experiments())
+    return render_template("admin/experiments.html", experiments=items, pager=pager)
+
+
+@blp.route("/experiments/new", methods=["GET", "POST"])
+@blp.route("/experiments/<uuid:experiment_id>/edit", methods=["GET", "POST"])
+@requires(Role.WRITER)
+def experiment_form(experiment_id: uuid.UUID | None = None):
+    """Create or edit an experiment."""
+    experiment = reference.get_experiment(experiment_id) if experiment_id else None
+    errors = {}
+    if request.method == "POST":
+        values, errors = load_form(ExperimentSchema(partial=experiment is not None))
+        if not errors:
+            try:
+                if experiment is None:
+                    experiment = reference.create_experiment(values)
+                else:
+                    reference.update_experiment(experiment_id, values)
+                flash("Saved.")
+                return redirect(url_for("admin.experiment_detail", experiment_id=experiment.id))
+            except APIError as exc:
+                errors = {"experiment_name": [exc.description]}
+    return render_template(
+        "admin/experiment_form.html", experiment=experiment, form=request.form, errors=errors
+    ), 422 if errors else 200
+
+
+@blp.get("/experiments/<uuid:experiment_id>")
+def experiment_detail(experiment_id: uuid.UUID):
+    """An experiment and its seasons."""
+    experiment = reference.get_experiment(experiment_id)
+    seasons, _ = fetch_page(reference.list_seasons(experiment_id), limit=1000, offset=0)
+    return render_template("admin/experiment.html", experiment=experiment, seasons=seasons, form={}, errors={})
+
+
+@blp.post("/experiments/<uuid:experiment_id>/delete")
+@requires(Role.WRITER)
+def experiment_delete(experiment_id: uuid.UUID):
+    """Delete an experiment (refused while records use it)."""
+    try:
+        reference.delete_experiment(experiment_id)
+        flash("Deleted the experiment.")
+    except APIError as exc:
+        flash(exc.description, "error")
+        return redirect(url_for("admin.experiment_detail", experiment_id=experiment_id))
+    return redirect(url_for("admin.experiment_list"))
+
+
+@blp.post("/experiments/<uuid:experiment_id>/seasons")
+@requires(Role.WRITER)
+def season_new(experiment_id: uuid.UUID):
+    """Add a season to an experiment."""
+    values, errors = load_form(SeasonSchema())
+    if not errors:
+        try:
+            reference.create_season(experiment_id, values)
+            flash("Season added.")
+        except APIError as exc:
+            errors = {"season_name": [exc.description]}
+    for field, messages in errors.items():
+        flash(f"{field}: {' '.join(map(str, messages))}", "error")
+    return redirect(url_for("admin.experiment_detail", experiment_id=experiment_id))
+
+
+@blp.post("/seasons/<uuid:season_id>/delete")
+@requires(Role.WRITER)
+def season_delete(season_id: uuid.UUID):
+    """Delete a season (refused while records use it)."""
+    season = reference.get_season(season_id)
+    try:
+        reference.delete_season(season_id)
+        flash("Deleted the season.")
+    except APIError as exc:
+        flash(exc.description, "error")
+    return redirect(url_for("admin.experiment_detail", experiment_id=season.experiment_id))
+
+
+@blp.get("/sites")
+def site_list():
+    """Sites."""
+    items, pager = paged(reference.list_sites())
+    return render_template("admin/sites.html", sites=items, pager=pager)
+
+
+@blp.route("/sites/new", methods=["GET", "POST"])
+@blp.route("/sites/<uuid:site_id>/edit", methods=["GET", "POST"])
+@requires(Role.WRITER)
+def site_form(site_id: uuid.UUID | None = None):
+    """Create or edit a site."""
+    site = reference.get_site(site_id) if site_id else None
+    errors = {}
+    if request.method == "POST":
+        values, errors = load_form(SiteSchema(partial=site is not None))
+        if not errors:
+            try:
+                if site is None:
+                    reference.create_site(values)
+                else:
+                    reference.update_site(site_id, values)
+                flash("Saved.")
+                return redirect(url_for("admin.site_list"))
+            except APIError as exc:
+                errors = {"site_name": [exc.description]}
+    return render_template("admin/site_form.html", site=site, form=request.form, errors=errors), 422 if errors else 200
+
+
+@blp.post("/sites/<uuid:site_id>/delete")
+@requires(Role.WRITER)
+def site_delete(site_id: uuid.UUID):
+    """Delete a site (refused while records use it)."""
+    try:
+        reference.delete_site(site_id)
+        flash("Deleted the site.")
+    except APIError as exc:
+        flash(exc.description, "error")
+    return redirect(url_for("admin.site_list"))
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+@blp.get("/jobs")
+def job_list():
+    """Jobs, newest first."""
+    items, pager = paged(overview.jobs_newest_first())
+    return render_template("admin/jobs.html", jobs=items, pager=pager)
+
+
+@blp.get("/jobs/<uuid:job_id>")
+def job_detail(job_id: uuid.UUID):
+    """One job; the page follows its progress live through the jobs API."""
+    return render_template(
+        "admin/job.html", job=jobs.get_job(job_id), poll_ms=current_app.config.get("ADMIN_POLL_MS", 1000)
+    )
+
+
+# --- accounts (admins only) ---------------------------------------------------------------------------------
+
+
+@blp.route("/accounts", methods=["GET", "POST"])
+@requires(Role.ADMIN)
+def account_list():
+    """Accounts and their tokens; admins create accounts here."""
+    errors = {}
+    if request.method == "POST":
+        email, password, role = (request.form.get(k, "").strip() for k in ("email", "password", "role"))
+        if "@" not in email or len(password) < 8 or role not in Role.ORDER:
+            errors = {"_": ["Give an email, a password of at least 8 characters and a role."]}
+        else:
+            try:
+                accounts.create_account(email, password, role)
+                flash(f"Created {email}.")
+                return redirect(url_for("admin.account_list"))
+            except APIError as exc:
+                errors = {"email": [exc.description]}
+    return render_template(
+        "admin/accounts.html", accounts=overview.accounts_with_tokens(), errors=errors
+    ), 422 if errors else 200
+
+
+@blp.post("/tokens/<uuid:token_id>/revoke")
+@requires(Role.ADMIN)
+def token_revoke(token_id: uuid.UUID):
+    """Revoke anyone's token."""
+    accounts.revoke_token(token_id, g.account)
+    flash("Token revoked.")
+    return redirect(url_for("admin.account_list"))
+
+
+@blp.errorhandler(APIError)
+def api_error_page(error: APIError):
+    return render_template("admin/error.html", code=error.status_code, message=error.description), error.status_code
+
+
+@blp.errorhandler(400)
+@blp.errorhandler(403)
+@blp.errorhandler(404)
+def http_error_page(error):
+    return render_template("admin/error.html", code=error.code, message=error.description), error.code
