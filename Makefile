@@ -2,6 +2,8 @@
 PYTHON ?= python3
 RUN_VENV := .venv
 DEV_VENV := .venv-dev
+# The browser the end-to-end tests drive (Debian's package; Playwright downloads no browser of its own).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint bench clean
 
@@ -9,7 +11,7 @@ run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/scriptorium init
 	$(RUN_VENV)/bin/scriptorium serve
 
-test: $(DEV_VENV)/.installed
+test: $(DEV_VENV)/.installed $(CHROMIUM)
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/pytest
 
@@ -33,3 +35,8 @@ $(DEV_VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(RUN_VENV) $(DEV_VENV) instance .pytest_cache .ruff_cache *.egg-info
+
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests (needs root or sudo)..."
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium

@@ -122,10 +122,8 @@ def test_writer_creates_edits_and_deletes_a_script(writer):
     assert "canopy" in writer.get(detail_url).get_data(as_text=True)
     invalid = post_form(writer, "/admin/scripts/new", "/admin/scripts/new", {"script_name": "x", "script_info": "[1]"})
     assert (
-        (invalid.status_code == 422
-        and "script_info" in invalid.get_data(as_text=True))
-        or "JSON" in invalid.get_data(as_text=True)
-    )
+        invalid.status_code == 422 and "script_info" in invalid.get_data(as_text=True)
+    ) or "JSON" in invalid.get_data(as_text=True)
     edited = post_form(
         writer,
         detail_url + "/edit",
