@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from config import load_settings
-from tests.servers import wait_until
+from tests.servers import s3_server, wait_until
 from webapp import create_app
 from webapp.cli import upgrade_database
 from webapp.extensions import db, queue
@@ -29,6 +29,9 @@ def isolated_environment():
         for name in os.environ:
             if name.startswith("SCRIPTORIUM_") and not name.startswith("SCRIPTORIUM_TEST_"):
                 patch.delenv(name)
+        # Credentials for the test S3 server (moto accepts any); workers started by tests inherit them.
+        patch.setenv("AWS_ACCESS_KEY_ID", "scriptorium-test")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "scriptorium-test-secret")
         yield
 
 
@@ -57,6 +60,13 @@ def sqlite_url(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'scriptorium.db'}"
     upgrade_database(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3-protocol server for the run."""
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
 
 
 def make_app(tmp_path: Path, database_url: str, **overrides):

@@ -43,15 +43,37 @@ def running(args: list[str], ready_url: str, env: dict | None = None, log_path=N
         wait_until_up(ready_url, process)
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process)
         if log_path:
             log.close()
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def gunicorn_app(database_url: str, instance_path, **settings):
+    """gunicorn (gthread, as in production) serving the app on a free port; yields its base URL."""
+    port = free_port()
+    env = {
+        "SCRIPTORIUM_DATABASE_URL": database_url,
+        "SCRIPTORIUM_SECRET_KEY": "server-test-key",
+        "SCRIPTORIUM_INSTANCE_PATH": str(instance_path),
+        **{f"SCRIPTORIUM_{name.upper()}": str(value) for name, value in settings.items()},
+    }
+    args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread"]
+    args += ["--threads", "4", "webapp:create_app()"]
+    base = f"http://127.0.0.1:{port}"
+    with running(args, f"{base}/api/health", env=env, log_path=instance_path / "gunicorn.log"):
+        yield base
 
 
 @contextmanager
@@ -110,13 +132,7 @@ def celery_worker(env: dict, log_path, queue: str):
             time.sleep(0.1)
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process)
         log.close()
 
 

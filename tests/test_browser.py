@@ -4,7 +4,6 @@ Screenshots go to test-artifacts/screenshots/ (not committed).
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import empty_tables, make_app
-from tests.servers import free_port, running, wait_until
+from tests.servers import gunicorn_app, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
@@ -47,26 +46,7 @@ def site(tmp_path, postgresql_url):
     with app.app_context():
         admin = accounts.create_account("curator@example.org", "a good password", "admin")
         token = accounts.create_token(admin, "e2e")[1]
-    port = free_port()
-    env = {
-        "SCRIPTORIUM_DATABASE_URL": postgresql_url,
-        "SCRIPTORIUM_SECRET_KEY": "e2e-key",
-        "SCRIPTORIUM_INSTANCE_PATH": str(tmp_path),
-    }
-    args = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "webapp:create_app()",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with running(args, f"{base}/api/health", env=env, log_path=tmp_path / "gunicorn.log"):
+    with gunicorn_app(postgresql_url, tmp_path) as base:
         yield base, token
     empty_tables(app)
 

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import sys
 import uuid
 
 import pytest
@@ -10,34 +9,15 @@ import requests
 from click.testing import CliRunner
 
 from tests.conftest import empty_tables, make_app, make_token
-from tests.servers import free_port, running, wait_until
+from tests.servers import gunicorn_app, wait_until
 
 
 @pytest.fixture
 def server(tmp_path, postgresql_url):
-    """gunicorn (gthread, as in production) serving the app on PostgreSQL with the local store."""
-    port = free_port()
-    env = {
-        "SCRIPTORIUM_DATABASE_URL": postgresql_url,
-        "SCRIPTORIUM_SECRET_KEY": "server-test-key",
-        "SCRIPTORIUM_INSTANCE_PATH": str(tmp_path),
-    }
-    args = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "webapp:create_app()",
-    ]
-    base = f"http://127.0.0.1:{port}"
+    """gunicorn serving the app on PostgreSQL with the local store; yields (base URL, admin token)."""
     app = make_app(tmp_path, postgresql_url)
     token = make_token(app)
-    with running(args, f"{base}/api/health", env=env, log_path=tmp_path / "gunicorn.log"):
+    with gunicorn_app(postgresql_url, tmp_path) as base:
         yield base, token
     empty_tables(app)
 

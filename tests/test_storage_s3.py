@@ -9,21 +9,6 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests.conftest import make_app, make_token, record_form, token_client, wait_for_file
-from tests.servers import s3_server
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module", autouse=True)
-def aws_credentials():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "scriptorium-test")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "scriptorium-test-secret")
-        yield
 
 
 @pytest.fixture

@@ -22,20 +22,6 @@ ROW = {"experiment_name": "Drought 2024", "season_name": "Summer", "site_name": 
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module", autouse=True)
-def aws_credentials():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "scriptorium-test")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "scriptorium-test-secret")
-        yield
-
-
-@pytest.fixture(scope="module")
 def machine_redis():
     """The machine's Redis; the run fails (never skips) without it."""
     try:
