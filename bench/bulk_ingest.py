@@ -102,7 +102,7 @@ def forget_queue(queue: str) -> None:
     """Delete the Redis keys Celery kept for ``queue``."""
     client = redis.Redis.from_url(BROKER_URL)
     try:
-        client.delete(queue, f"_kombu.binding.{queue}")
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
     finally:
         client.close()
 
