@@ -7,6 +7,8 @@ asks this module for the few things that differ (connection setup, JSON containm
 import json
 import sqlite3
 import threading
+import uuid
+import zlib
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -21,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.common.fields import iso_utc
+from webapp.models import utcnow
 
 
 def json_contains(document, pattern) -> bool:
@@ -110,27 +113,36 @@ class Database:
 
     def bulk_insert_ignoring_conflicts(self, table, rows: list[dict]) -> int:
         """Insert many ``rows`` in the session's transaction, skipping unique-key conflicts; returns how many
-        were inserted. On PostgreSQL: COPY into a temporary staging table, then one ``INSERT … SELECT … ON
+        were inserted. A UUID primary key and timestamps the rows leave out are filled in (on PostgreSQL by
+        the server). On PostgreSQL: COPY into a temporary staging table, then one ``INSERT … SELECT … ON
         CONFLICT DO NOTHING`` (measured 45.8k rows/s against 34.6k for executemany)."""
         if not rows:
             return 0
+        given = list(rows[0])
+        missing = [c for c in table.columns if c.name not in given and c.name in ("id", "created_at")]
         if not self.is_postgresql:
+            now = utcnow()
+            fill = {c.name: (uuid.uuid4 if c.name == "id" else lambda: now) for c in missing}
+            rows = [{**row, **{name: make() for name, make in fill.items()}} for row in rows]
             return self.session.execute(sqlite_insert(table).on_conflict_do_nothing(), rows).rowcount
-        columns = list(rows[0])
         documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
-        names = ", ".join(f'"{name}"' for name in columns)
-        staging = f"staging_{table.name}"
+        names = ", ".join(f'"{name}"' for name in given)
+        generated = {"id": "gen_random_uuid()", "created_at": "now()"}
+        target = ", ".join([*(f'"{c.name}"' for c in missing), names])
+        source = ", ".join([*(generated[c.name] for c in missing), names])
+        staging = f"staging_{table.name}_{zlib.crc32(names.encode()):08x}"  # one per column set
         cursor = self.session.connection().connection.driver_connection.cursor()
         with cursor:
+            # CREATE TABLE AS copies no NOT NULL constraints: the columns filled by the server stay out.
             cursor.execute(
-                f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" (LIKE "{table.name}" INCLUDING DEFAULTS) '
-                "ON COMMIT DELETE ROWS"
+                f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS AS '
+                f'SELECT {names} FROM "{table.name}" WITH NO DATA'
             )
             with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
                 for row in rows:
-                    copy.write_row([orjson.dumps(row[c]).decode() if c in documents else row[c] for c in columns])
+                    copy.write_row([dump_json(row[c]) if c in documents else row[c] for c in given])
             cursor.execute(
-                f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" ON CONFLICT DO NOTHING'
+                f'INSERT INTO "{table.name}" ({target}) SELECT {source} FROM "{staging}" ON CONFLICT DO NOTHING'
             )
             inserted = cursor.rowcount
             cursor.execute(f'TRUNCATE "{staging}"')

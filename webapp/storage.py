@@ -137,6 +137,7 @@ class S3Backend:
 
     def __init__(self, bucket: str, endpoint_url: str | None, public_endpoint_url: str | None, region: str):
         import boto3
+        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         # S3-compatible servers reject the checksum headers boto3 >= 1.36 sends by default.
@@ -148,6 +149,10 @@ class S3Backend:
             retries={"max_attempts": 3, "mode": "standard"},
         )
         self.bucket = bucket
+        # s3transfer holds each part of a file object in memory while sending it: bound how many at once,
+        # so a 1 GB upload costs the web process tens of megabytes, not a hundred.
+        self.transfer = TransferConfig(multipart_chunksize=8 * CHUNK, max_concurrency=4, max_io_queue=4)
+        self.transfer.max_in_memory_upload_chunks = 4
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.public_client = boto3.client(
             "s3", endpoint_url=public_endpoint_url or endpoint_url, region_name=region, config=config
@@ -163,7 +168,9 @@ class S3Backend:
             self.client.create_bucket(Bucket=self.bucket)
 
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
-        self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+        self.client.upload_fileobj(
+            stream, self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=self.transfer
+        )
 
     def open(self, key: str) -> BinaryIO:
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]

@@ -141,9 +141,11 @@ class NameList(ma.fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def load_flat(fields: dict[str, ma.fields.Field], raw: dict) -> tuple[dict, dict]:
+def load_flat(fields: dict[str, ma.fields.Field], raw: dict, defaults: dict | None = None) -> tuple[dict, dict]:
     """Deserialize a flat ``raw`` mapping field by field: the same fields and validators as ``Schema.load``
-    without its per-call machinery, for bulk rows (about three times faster). Returns (values, errors)."""
+    without its per-call machinery, for bulk rows (about three times faster). ``defaults`` are values loaded
+    already, used for fields ``raw`` lacks. Returns (values, errors)."""
+    defaults = defaults or {}
     values, errors = {}, {}
     for name, value in raw.items():
         field = fields.get(name)
@@ -155,6 +157,9 @@ def load_flat(fields: dict[str, ma.fields.Field], raw: dict) -> tuple[dict, dict
         except ma.ValidationError as exc:
             errors[name] = exc.messages
     for name, field in fields.items():
-        if name not in raw and field.required:
-            errors[name] = ["Missing data for required field."]
+        if name not in raw:
+            if name in defaults:
+                values[name] = defaults[name]
+            elif field.required:
+                errors[name] = ["Missing data for required field."]
     return values, errors

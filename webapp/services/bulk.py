@@ -227,17 +227,25 @@ def _store_chunk(job: Job, worker: str, references: RecordReferences, associated
 def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tuple]:
     """(line, values, None) for a valid row, (line, None, reason) for an invalid one; the first ``skip``
     rows (already handled by an earlier run) are passed over unvalidated."""
+    # The form's defaults are loaded once, not with every row that lacks them.
+    defaults, default_errors = load_flat({name: ROW_FIELDS[name] for name in defaults}, defaults)
+    if default_errors:
+        raise JobFailed(f"The upload's defaults are invalid: {_describe(default_errors)}")
     for index, (line, raw, error) in enumerate(rows):
         if index < skip:
             continue
         if error is not None:
             yield line, None, error
             continue
-        values, field_errors = load_flat(ROW_FIELDS, {**defaults, **raw})
+        values, field_errors = load_flat(ROW_FIELDS, raw, defaults)
         if field_errors:
-            yield line, None, "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in field_errors.items())
+            yield line, None, _describe(field_errors)
         else:
             yield line, values, None
+
+
+def _describe(field_errors: dict) -> str:
+    return "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in field_errors.items())
 
 
 def _chunked(items: Iterator[tuple], size: int, already: int) -> Iterator[Chunk]:
@@ -296,7 +304,7 @@ def read_ndjson(stream) -> Iterator[tuple]:
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield line_number, None, f"Not valid JSON: {exc}"
+            yield line_number, None, f"Not valid JSON at column {exc.colno}: {exc.msg}."
             continue
         if isinstance(item, dict):
             yield line_number, item, None
