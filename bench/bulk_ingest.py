@@ -57,47 +57,6 @@ def broker_settings() -> dict[str, str]:
     return {"broker_url": BROKER_URL, "queue_name": f"scriptorium-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
 
 
-def api_token(database_url: str, instance: Path) -> str:
-    """The secret of a writer token of a new account in the benchmark's database: the API wants credentials."""
-    from config import load_settings
-    from webapp import create_app
-    from webapp.services import accounts
-
-    settings = load_settings(
-        database_url=database_url, instance_path=str(instance), secret_key="bench-secret-key", log_level="WARNING"
-    )
-    app = create_app(settings)
-    with app.app_context():
-        account = accounts.create_account(f"bench-{uuid.uuid4().hex[:8]}@localhost", None, "writer")
-        _, secret = accounts.create_token(account, "bench")
-    app.extensions["database"].dispose()
-    return secret
-
-
-def api_session(token: str) -> requests.Session:
-    """A keep-alive HTTP session that sends ``token`` with every request."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    return session
-
-
-def create_reference_data(session: requests.Session, base_url: str) -> dict[str, str]:
-    """An experiment with a season, a site and a script, through the API; the names and the script id."""
-
-    def post(path: str, body: dict) -> dict:
-        response = session.post(base_url + path, json=body, timeout=30)
-        if response.status_code != 200:
-            raise RuntimeError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
-        return response.json()
-
-    names = {"experiment_name": "Bench Experiment", "season_name": "Bench Season", "site_name": "Bench Site"}
-    experiment = post("/api/experiments", {"experiment_name": names["experiment_name"]})
-    post(f"/api/experiments/id/{experiment['id']}/seasons", {"season_name": names["season_name"]})
-    post("/api/sites", {"site_name": names["site_name"]})
-    script = post("/api/scripts", {"script_name": "bench-script", "experiment_name": names["experiment_name"]})
-    return {"script_id": script["id"], **names}
-
-
 def forget_queue(queue: str) -> None:
     """Delete the Redis keys Celery kept for ``queue``."""
     client = redis.Redis.from_url(BROKER_URL)
@@ -412,15 +371,15 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = broker_settings()
         env = support.app_env(url, tmp / "instance", **settings)
-        token = api_token(url, tmp / "instance")
+        token = support.api_token(url, tmp / "instance")
         try:
             with (
                 support.gunicorn(env, tmp / "gunicorn.log") as server,
                 celery_worker(env, tmp / "worker.log", args.concurrency) as worker,
-                api_session(token) as session,
+                support.api_session(token) as session,
             ):
                 web = support.worker_pid(server.pid)
-                names = create_reference_data(session, server.url)
+                names = support.create_reference_data(session, server.url)
                 response = session.post(
                     f"{server.url}/api/scripts/id/{names['script_id']}/datasets",
                     json={"dataset_name": DATASET, "experiment_name": names["experiment_name"]},

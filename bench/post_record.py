@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     support.print_header("post_record", argv, args.n, f"requests of each kind, {THREADS} client threads, PostgreSQL")
     with support.scratch_database() as url, tempfile.TemporaryDirectory(prefix="scriptorium-bench-") as tmp:
         env = support.app_env(url, Path(tmp))
+        token = support.api_token(url, Path(tmp))
+        auth = {"Authorization": f"Bearer {token}"}
         with support.gunicorn(env, Path(tmp) / "gunicorn.log") as server:
-            names = support.create_reference_data(server.url)
+            names = support.create_reference_data(support.api_session(token), server.url)
             path = f"/api/scripts/id/{names.pop('script_id')}/records"
 
             def health(_number: int) -> Request:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 # A distinct millisecond per request keeps every record identity new (no 409s), all on one day.
                 timestamp = (START + timedelta(milliseconds=number)).isoformat()
                 body, content_type = multipart({"timestamp": timestamp, "script_data": SCRIPT_DATA, **names})
-                return "POST", path, body, {"Content-Type": content_type}
+                return "POST", path, body, {"Content-Type": content_type, **auth}
 
             load(server.url, WARMUP, health)
             load(server.url, WARMUP, post, first=args.n)

@@ -60,13 +60,16 @@ def write_random_file(path: Path, size_mb: int) -> str:
     return digest.hexdigest()
 
 
-def post_file(base_url: str, names: dict[str, str], number: int, path: Path, sha256: str) -> float:
-    """POST one record with the file at ``path``, check the stored size and checksum; the seconds taken."""
+def post_file(
+    http: requests.Session, base_url: str, names: dict[str, str], number: int, path: Path, sha256: str
+) -> float:
+    """POST one record with the file at ``path``; the seconds the POST took. Then (untimed) wait for the
+    worker to store it and check the stored size and checksum."""
     fields = {"timestamp": (START + timedelta(seconds=number)).isoformat(), **names}
     fields.pop("script_id")
     body = MultipartBody(fields, path, path.name)
     started = time.perf_counter()
-    response = requests.post(
+    response = http.post(
         f"{base_url}/api/scripts/id/{names['script_id']}/records",
         data=body,
         headers={"Content-Type": body.content_type},
@@ -76,6 +79,10 @@ def post_file(base_url: str, names: dict[str, str], number: int, path: Path, sha
     if response.status_code != 200:
         raise RuntimeError(f"POST answered {response.status_code}: {response.text[:500]}")
     record = response.json()
+    deadline = time.monotonic() + 600
+    while record["file_status"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        record = http.get(f"{base_url}/api/scripts/records/id/{record['id']}", timeout=30).json()
     if (record["file_sha256"], record["file_size"]) != (sha256, path.stat().st_size):
         raise RuntimeError(f"stored {record['file_size']} bytes with SHA-256 {record['file_sha256']}, sent {sha256}")
     return elapsed
@@ -133,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             env = support.app_env(url, tmp / "instance", storage_backend="s3", s3_endpoint_url=s3.url, s3_bucket=BUCKET)
+            http = support.api_session(support.api_token(url, tmp / "instance"))
             with support.gunicorn(env, tmp / "gunicorn.log") as server:
-                names = support.create_reference_data(server.url)
-                post_file(server.url, names, -1, small, small_sha256)  # warm-up: imports, pools, boto3 client
-                post_seconds = sum(post_file(server.url, names, i, small, small_sha256) for i in range(args.n))
+                names = support.create_reference_data(http, server.url)
+                post_file(http, server.url, names, -1, small, small_sha256)  # warm-up: imports, pools, boto3 client
+                post_seconds = sum(post_file(http, server.url, names, i, small, small_sha256) for i in range(args.n))
                 result = megabytes / post_seconds
                 print(
                     f"result:   POST {{id}}/records with record_file: {args.n} × {args.file_mb} MB "
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     big = tmp / "big.bin"
                     big_sha256 = write_random_file(big, big_mb)
                     with support.RssWatch(support.worker_pid(server.pid)) as rss:
-                        big_seconds = post_file(server.url, names, args.n, big, big_sha256)
+                        big_seconds = post_file(http, server.url, names, args.n, big, big_sha256)
                     big.unlink()
                     print(
                         f"big file: POST {{id}}/records with a {big_mb} MB record_file in {big_seconds:.1f} s "

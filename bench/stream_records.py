@@ -93,12 +93,12 @@ def copy_baseline(url: str, script_id: str) -> tuple[int, int, str, str, float]:
     return lines, size, first_id(head), last_id(tail), elapsed
 
 
-def stream_api(base_url: str, script_id: str) -> tuple[int, int, str, str, float]:
+def stream_api(http: requests.Session, base_url: str, script_id: str) -> tuple[int, int, str, str, float]:
     """Lines, bytes, first and last record id, and seconds of the API's NDJSON stream of the script's records."""
     lines = size = 0
     head = previous = tail = b""
     started = time.perf_counter()
-    with requests.get(f"{base_url}/api/scripts/id/{script_id}/records", stream=True, timeout=600) as response:
+    with http.get(f"{base_url}/api/scripts/id/{script_id}/records", stream=True, timeout=600) as response:
         response.raise_for_status()
         for chunk in response.iter_content(chunk_size=1024 * 1024):
             lines += chunk.count(b"\n")
@@ -146,13 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"the baseline returned {lines:,} lines, expected {args.n:,}")
 
         env = support.app_env(url, Path(tmp))
+        http = support.api_session(support.api_token(url, Path(tmp)))
         with support.gunicorn(env, Path(tmp) / "gunicorn.log") as server:
             # Warm the worker (imports, connection pool, the streaming code path) before the RSS baseline.
-            requests.get(
-                f"{server.url}/api/scripts/id/{script_id}/records?site_name=none", timeout=30
-            ).raise_for_status()
+            http.get(f"{server.url}/api/scripts/id/{script_id}/records?site_name=none", timeout=30).raise_for_status()
             with support.RssWatch(support.worker_pid(server.pid)) as rss:
-                api_lines, api_size, api_first, api_last, api_elapsed = stream_api(server.url, script_id)
+                api_lines, api_size, api_first, api_last, api_elapsed = stream_api(http, server.url, script_id)
         result = api_lines / api_elapsed
         print(
             f"result:   GET /api/scripts/id/{{id}}/records: {api_lines:,} lines, {api_size / support.MB:.0f} MB "

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ def running(command: list[str], env: dict[str, str], log: Path, ready_path: str,
             try:
                 if requests.get(url + ready_path, timeout=2).status_code < 500:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy starting up to answer
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[2]} did not answer within 60 s:\n{log.read_text()[-3000:]}")
@@ -253,22 +254,42 @@ class RssWatch:
         )
 
 
-def create_reference_data(base_url: str) -> dict[str, str]:
-    """Create an experiment, its season, a site and a script through the API; the names and the script id."""
+def api_token(database_url: str, instance: Path) -> str:
+    """The secret of a writer token of a new account in the benchmark's database: the API wants credentials."""
+    from config import load_settings
+    from webapp import create_app
+    from webapp.services import accounts
+
+    settings = load_settings(
+        database_url=database_url, instance_path=str(instance), secret_key="bench-secret-key", log_level="WARNING"
+    )
+    app = create_app(settings)
+    with app.app_context():
+        account = accounts.create_account(f"bench-{uuid.uuid4().hex[:8]}@localhost", None, "writer")
+        _, secret = accounts.create_token(account, "bench")
+    app.extensions["database"].dispose()
+    return secret
+
+
+def api_session(token: str) -> requests.Session:
+    """A keep-alive HTTP session that sends ``token`` with every request."""
     session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def create_reference_data(session: requests.Session, base_url: str) -> dict[str, str]:
+    """An experiment with a season, a site and a script, through the API; the names and the script id."""
 
     def post(path: str, body: dict) -> dict:
         response = session.post(base_url + path, json=body, timeout=30)
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise RuntimeError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
         return response.json()
 
-    experiment = post("/api/experiments", {"experiment_name": "Bench Experiment"})
-    post(f"/api/experiments/id/{experiment['id']}/seasons", {"season_name": "Bench Season"})
-    post("/api/sites", {"site_name": "Bench Site"})
-    script = post("/api/scripts", {"script_name": "bench-script", "experiment_name": "Bench Experiment"})
-    return {
-        "script_id": script["id"],
-        "experiment_name": "Bench Experiment",
-        "season_name": "Bench Season",
-        "site_name": "Bench Site",
-    }
+    names = {"experiment_name": "Bench Experiment", "season_name": "Bench Season", "site_name": "Bench Site"}
+    experiment = post("/api/experiments", {"experiment_name": names["experiment_name"]})
+    post(f"/api/experiments/id/{experiment['id']}/seasons", {"season_name": names["season_name"]})
+    post("/api/sites", {"site_name": names["site_name"]})
+    script = post("/api/scripts", {"script_name": "bench-script", "experiment_name": names["experiment_name"]})
+    return {"script_id": script["id"], **names}

@@ -13,11 +13,8 @@ import requests
 from bench import support
 from bench.bulk_ingest import (
     MultipartFile,
-    api_session,
-    api_token,
     broker_settings,
     celery_worker,
-    create_reference_data,
     forget_queue,
     peak_rss,
 )
@@ -141,15 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             env = support.app_env(
                 url, tmp / "instance", storage_backend="s3", s3_endpoint_url=s3.url, s3_bucket=BUCKET, **settings
             )
-            token = api_token(url, tmp / "instance")
+            token = support.api_token(url, tmp / "instance")
             try:
                 with (
                     support.gunicorn(env, tmp / "gunicorn.log") as server,
                     celery_worker(env, tmp / "worker.log", args.concurrency) as worker,
-                    api_session(token) as session,
+                    support.api_session(token) as session,
                 ):
                     web = support.worker_pid(server.pid)
-                    names = create_reference_data(session, server.url)
+                    names = support.create_reference_data(session, server.url)
                     # Warms up both processes (imports, boto3 clients, pools) as the baseline's first put did.
                     first = post_record(session, server.url, names, -1, warm_up)
                     wait_until_stored(session, server.url, [first], timeout=120)
