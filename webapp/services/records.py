@@ -164,10 +164,8 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     script = get_script(script_id)
     job = None
     try:
+        # No duplicate check up front: the unique constraint catches one at commit (one query less per POST).
         row = RecordReferences(script).row(values)
-        if find_duplicate(row) is not None:
-            db.session.rollback()
-            raise duplicate_error()
         record = Record(id=new_id(), **row)
         db.session.add(record)
         associate(script.id, row["dataset_id"], row["experiment_id"])
@@ -209,20 +207,6 @@ def stage_file(record: Record, upload: FileStorage) -> Job:
     record.file_status = FileStatus.PENDING
     return jobs.new_job(
         JobKind.RECORD_FILE, record.script_id, {"record_id": str(record.id), "staged_key": staged_key}, total=1
-    )
-
-
-def find_duplicate(row: dict) -> uuid.UUID | None:
-    """The id of a stored record with the same identity as ``row``, if any."""
-    return db.session.scalar(
-        select(Record.id).where(
-            Record.script_id == row["script_id"],
-            Record.dataset_id == row["dataset_id"],
-            Record.experiment_id == row["experiment_id"],
-            Record.season_id == row["season_id"],
-            Record.site_id == row["site_id"],
-            Record.timestamp == row["timestamp"],
-        )
     )
 
 

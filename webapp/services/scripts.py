@@ -137,9 +137,12 @@ def find_or_create_dataset(name: str, **values) -> Dataset:
 
 def associate(script_id: uuid.UUID, dataset_id: uuid.UUID | None, experiment_id: uuid.UUID | None) -> None:
     """Record the associations script–dataset, script–experiment and dataset–experiment, if missing."""
+    rows = []
     if dataset_id is not None:
-        db.insert_ignoring_conflicts(script_datasets, [{"script_id": script_id, "dataset_id": dataset_id}])
+        rows.append((script_datasets, {"script_id": script_id, "dataset_id": dataset_id}))
     if experiment_id is not None:
-        db.insert_ignoring_conflicts(script_experiments, [{"script_id": script_id, "experiment_id": experiment_id}])
+        rows.append((script_experiments, {"script_id": script_id, "experiment_id": experiment_id}))
     if dataset_id is not None and experiment_id is not None:
-        db.insert_ignoring_conflicts(dataset_experiments, [{"dataset_id": dataset_id, "experiment_id": experiment_id}])
+        rows.append((dataset_experiments, {"dataset_id": dataset_id, "experiment_id": experiment_id}))
+    if rows:
+        db.insert_rows_ignoring_conflicts(rows)
