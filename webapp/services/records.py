@@ -81,41 +81,19 @@ class RecordReferences:
 
     def __init__(self, script: Script):
         self.script = script
-        self._experiments: dict[str, uuid.UUID | None] = {}
-        self._seasons: dict[tuple[uuid.UUID, str], uuid.UUID | None] = {}
-        self._sites: dict[str, uuid.UUID | None] = {}
+        self._places: dict[tuple[str, str, str], tuple] = {}
         self._datasets: dict[str, uuid.UUID] = {}
         self._runs: dict[uuid.UUID, bool] = {}
 
     def row(self, values: dict) -> dict:
         """The record's column values from validated form ``values``; 422 naming every unknown reference."""
-        missing = {}
-        experiment_name, season_name, site_name = values["experiment_name"], values["season_name"], values["site_name"]
-        # The queries are built only on a cache miss: building SQL expressions per row dominated bulk ingest.
-        experiment_id = self._lookup(
-            self._experiments,
-            experiment_name,
-            lambda: select(Experiment.id).where(Experiment.experiment_name == experiment_name),
-        )
-        season_id = None
-        if experiment_id is None:
-            missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
-        else:
-            season_id = self._lookup(
-                self._seasons,
-                (experiment_id, season_name),
-                lambda: select(Season.id).where(
-                    Season.experiment_id == experiment_id, Season.season_name == season_name
-                ),
-            )
-            if season_id is None:
-                missing["season_name"] = f"Experiment {experiment_name!r} has no season named {season_name!r}."
-        site_id = self._lookup(self._sites, site_name, lambda: select(Site.id).where(Site.site_name == site_name))
-        if site_id is None:
-            missing["site_name"] = f"No site is named {values['site_name']!r}."
+        names = (values["experiment_name"], values["season_name"], values["site_name"])
+        if names not in self._places:
+            self._places[names] = self._find_places(*names)
+        experiment_id, season_id, site_id, missing = self._places[names]
         run_id = values.get("script_run_id")
         if run_id is not None and not self._is_own_run(run_id):
-            missing["script_run_id"] = f"Script {self.script.id} has no run with the id {run_id}."
+            missing = {**missing, "script_run_id": f"Script {self.script.id} has no run with the id {run_id}."}
         if missing:
             raise ValidationError(missing)
 
@@ -140,10 +118,25 @@ class RecordReferences:
         }
 
     @staticmethod
-    def _lookup(cache: dict, key, query):
-        if key not in cache:
-            cache[key] = db.session.scalar(query())
-        return cache[key]
+    def _find_places(experiment_name: str, season_name: str, site_name: str) -> tuple:
+        """(experiment id, season id, site id, messages for the missing ones), in one query when all exist."""
+        found = db.session.execute(
+            select(Experiment.id, Season.id, Site.id)
+            .select_from(Experiment)
+            .outerjoin(Season, (Season.experiment_id == Experiment.id) & (Season.season_name == season_name))
+            .outerjoin(Site, Site.site_name == site_name)
+            .where(Experiment.experiment_name == experiment_name)
+        ).first()
+        experiment_id, season_id, site_id = found or (None, None, None)
+        missing = {}
+        if experiment_id is None:
+            missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
+            site_id = db.session.scalar(select(Site.id).where(Site.site_name == site_name))
+        elif season_id is None:
+            missing["season_name"] = f"Experiment {experiment_name!r} has no season named {season_name!r}."
+        if site_id is None:
+            missing["site_name"] = f"No site is named {site_name!r}."
+        return experiment_id, season_id, site_id, missing
 
     def _is_own_run(self, run_id: uuid.UUID) -> bool:
         if run_id not in self._runs:
