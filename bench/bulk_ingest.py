@@ -21,6 +21,7 @@ import requests
 from psycopg.types.json import set_json_dumps
 
 from bench import support
+from webapp.remote import MultipartFile
 
 DEFAULT_N = 1_000_000
 SAMPLE = 500
@@ -135,32 +136,6 @@ def process_tree(pid: int) -> list[int]:
 def peak_rss(pid: int) -> str:
     """The VmHWM (peak RSS) of ``pid`` and each of its descendants, in MB."""
     return ", ".join(f"pid {p} VmHWM {support.memory(p)['VmHWM'] / support.MB:.1f} MB" for p in process_tree(pid))
-
-
-class MultipartFile:
-    """A multipart/form-data body of text fields and one file part, read from disk while it is sent."""
-
-    def __init__(self, fields: dict[str, str], name: str, path: Path, content_type: str):
-        boundary = uuid.uuid4().hex
-        self.head = (
-            support.form_parts(boundary, fields)
-            + f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{path.name}"\r\n'
-            + f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        self.tail = f"\r\n--{boundary}--\r\n".encode()
-        self.path = path
-        self.content_type = f"multipart/form-data; boundary={boundary}"
-
-    def __len__(self) -> int:
-        # With a length, requests sends a Content-Length rather than a chunked body.
-        return len(self.head) + self.path.stat().st_size + len(self.tail)
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.head
-        with open(self.path, "rb") as source:
-            while chunk := source.read(support.MB):
-                yield chunk
-        yield self.tail
 
 
 def multipart_form(fields: dict[str, str]) -> tuple[bytes, str]:
@@ -327,7 +302,7 @@ def bulk_upload(
 ) -> tuple[float, float, dict]:
     """POST ``path`` as a bulk upload and follow its job to the end; seconds to the 202, seconds to the end, job."""
     fields = {"dataset_name": DATASET, **{name: value for name, value in names.items() if name != "script_id"}}
-    body = MultipartFile(fields, "file", path, "application/x-ndjson")
+    body = MultipartFile(path, fields, "file", "application/x-ndjson")
     started = time.perf_counter()
     response = session.post(
         f"{base_url}/api/scripts/id/{names['script_id']}/records/bulk",

@@ -4,14 +4,13 @@ import hashlib
 import os
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
 
 from bench import support
+from webapp.remote import MultipartFile
 from webapp.storage import S3Backend
 
 DEFAULT_N = 20
@@ -21,32 +20,6 @@ BUCKET = "scriptorium-bench"
 RATIO_TARGET = 0.7
 RSS_TARGET_MB = 50
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-class MultipartBody:
-    """A multipart/form-data body of text fields and one file, read from disk while it is sent."""
-
-    def __init__(self, fields: dict[str, str], path: Path, file_name: str):
-        boundary = uuid.uuid4().hex
-        self.head = (
-            support.form_parts(boundary, fields)
-            + f'--{boundary}\r\nContent-Disposition: form-data; name="record_file"; filename="{file_name}"\r\n'
-            + "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        self.tail = f"\r\n--{boundary}--\r\n".encode()
-        self.path = path
-        self.content_type = f"multipart/form-data; boundary={boundary}"
-
-    def __len__(self) -> int:
-        # requests sends a Content-Length instead of chunks when the body has a length.
-        return len(self.head) + self.path.stat().st_size + len(self.tail)
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.head
-        with open(self.path, "rb") as source:
-            while chunk := source.read(support.MB):
-                yield chunk
-        yield self.tail
 
 
 def write_random_file(path: Path, size_mb: int) -> str:
@@ -67,7 +40,7 @@ def post_file(
     worker to store it and check the stored size and checksum."""
     fields = {"timestamp": (START + timedelta(seconds=number)).isoformat(), **names}
     fields.pop("script_id")
-    body = MultipartBody(fields, path, path.name)
+    body = MultipartFile(path, fields, "record_file", "application/octet-stream")
     started = time.perf_counter()
     response = http.post(
         f"{base_url}/api/scripts/id/{names['script_id']}/records",

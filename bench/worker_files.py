@@ -12,12 +12,12 @@ import requests
 
 from bench import support
 from bench.bulk_ingest import (
-    MultipartFile,
     broker_settings,
     celery_worker,
     forget_queue,
     peak_rss,
 )
+from webapp.remote import MultipartFile
 from webapp.storage import S3Backend
 
 DEFAULT_N = 100
@@ -63,7 +63,7 @@ def post_record(session: requests.Session, base_url: str, names: dict[str, str],
     """POST one record with ``path`` as its file; the record's id (its file is then pending)."""
     fields = {"timestamp": (START + timedelta(seconds=number)).isoformat(), "script_data": "{}"}
     fields.update({name: value for name, value in names.items() if name != "script_id"})
-    body = MultipartFile(fields, "record_file", path, "image/tiff")
+    body = MultipartFile(path, fields, "record_file", "image/tiff")
     response = session.post(
         f"{base_url}/api/scripts/id/{names['script_id']}/records",
         data=body,

@@ -16,14 +16,15 @@ class ApiError(Exception):
 
 
 class MultipartFile:
-    """A multipart/form-data body with one file part, streamed from disk with a known length."""
+    """A multipart/form-data body of text ``fields`` and one file part, streamed from disk with a known length
+    (so requests sends a Content-Length, not a chunked body)."""
 
-    def __init__(self, path: Path, fields: dict[str, str]):
+    def __init__(self, path: Path, fields: dict[str, str], part: str = "file", content_type: str | None = None):
         self.path = path
         self.boundary = uuid.uuid4().hex
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if path.suffix.lower() in (".ndjson", ".jsonl"):
+        if content_type is None and path.suffix.lower() in (".ndjson", ".jsonl"):
             content_type = "application/x-ndjson"
+        content_type = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         head = b"".join(
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
             for name, value in fields.items()
@@ -32,7 +33,7 @@ class MultipartFile:
         self.head = (
             head
             + (
-                f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; filename="{quoted}"\r\n'
+                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{part}"; filename="{quoted}"\r\n'
                 f"Content-Type: {content_type}\r\n\r\n"
             ).encode()
         )
