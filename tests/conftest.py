@@ -49,6 +49,7 @@ def postgresql_url():
     url = server.set(database=name).render_as_string(hide_password=False)
     upgrade_database(url)
     yield url
+    stop_background_threads()
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -82,7 +83,18 @@ def make_app(tmp_path: Path, database_url: str, **overrides):
     settings = load_settings(**values)
     app = create_app(settings)
     app.config["TESTING"] = True
+    _apps.append(app)
     return app
+
+
+_apps: list = []
+
+
+def stop_background_threads() -> None:
+    """Stop every test app's in-process job thread and sweeper (before the databases are dropped)."""
+    for app in _apps:
+        if hasattr(app.extensions["job_queue"], "stop"):
+            app.extensions["job_queue"].stop()
 
 
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])

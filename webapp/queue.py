@@ -40,6 +40,7 @@ class ThreadDispatcher:
         self.worker_name = f"in-process-{os.getpid()}"
         self._started = False
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def dispatch(self, job_id: uuid.UUID, delay: float = 0) -> None:
         self.start()
@@ -53,6 +54,11 @@ class ThreadDispatcher:
     def drain(self, timeout: float = 60) -> None:
         """Wait until the jobs dispatched so far have run (delayed retries excepted)."""
         self.executor.submit(lambda: None).result(timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop sweeping and wait for the running job (a process shutting down, or a test session ending)."""
+        self._stopping.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
     def start(self) -> None:
         """Start the sweeper once per process (it also resumes jobs left unfinished by a restart)."""
@@ -75,8 +81,7 @@ class ThreadDispatcher:
         from webapp.services import jobs
 
         interval = self.app.config["JOB_SWEEP_SECONDS"]
-        stop = threading.Event()
-        while not stop.wait(interval):
+        while not self._stopping.wait(interval):
             with self.app.app_context():
                 try:
                     jobs.sweep()
