@@ -149,10 +149,9 @@ class RecordReferences:
         return self._runs[run_id]
 
 
-def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None = None) -> Record:
-    """Store one record; an attached file is staged and handed to a worker (``file_status`` pending).
-
-    409 for a duplicate; when any step fails nothing is left behind.
+def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None = None) -> dict:
+    """Store one record and return it with its names; an attached file is staged and handed to a worker
+    (``file_status`` pending). 409 for a duplicate; when any step fails nothing is left behind.
     """
     script = get_script(script_id)
     job = None
@@ -176,8 +175,15 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
         raise
     if job is not None:
         jobs.dispatch(job)
-    db.session.expire(record)
-    return get_record(record.id)
+    # The names are known already: answering from them saves reloading the record through five joins.
+    return {
+        **{column.key: getattr(record, column.key) for column in Record.__table__.columns},
+        "script_name": script.script_name,
+        "dataset_name": values.get("dataset_name") or default_dataset_name(script.script_name, row["collection_date"]),
+        "experiment_name": values["experiment_name"],
+        "season_name": values["season_name"],
+        "site_name": values["site_name"],
+    }
 
 
 def stage_file(record: Record, upload: FileStorage) -> Job:
