@@ -4,6 +4,7 @@ PostgreSQL is the production database; SQLite is the embedded default. Code else
 asks this module for the few things that differ (connection setup, JSON containment).
 """
 
+import functools
 import json
 import sqlite3
 import threading
@@ -14,7 +15,19 @@ from datetime import datetime
 
 import orjson
 from flask import current_app
-from sqlalchemy import JSON, Select, Text, case, cast, create_engine, event, func, literal_column, type_coerce
+from sqlalchemy import (
+    JSON,
+    Select,
+    Text,
+    bindparam,
+    case,
+    cast,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -118,9 +131,9 @@ class Database:
             for table, row in rows:
                 self.insert_ignoring_conflicts(table, [row])
             return
-        statements = [pg_insert(table).values(**row).on_conflict_do_nothing() for table, row in rows]
-        ctes = [statement.cte(f"insert_{index}") for index, statement in enumerate(statements[:-1])]
-        self.session.execute(statements[-1].add_cte(*ctes))
+        shape = tuple((table, tuple(row)) for table, row in rows)
+        params = {f"p{index}_{name}": value for index, (_, row) in enumerate(rows) for name, value in row.items()}
+        self.session.execute(_combined_insert(shape), params)
 
     def bulk_insert_ignoring_conflicts(self, table, rows: list[dict]) -> int:
         """Insert many ``rows`` in the session's transaction, skipping unique-key conflicts; returns how many
@@ -181,6 +194,18 @@ class Database:
                         yield b"".join(_json_line(row._mapping) for row in rows)
 
         return lines()
+
+
+@functools.cache
+def _combined_insert(shape: tuple):
+    """One statement inserting a row into each table of ``shape`` ((table, columns) pairs), built once per
+    shape: building and compiling it anew took longer than running it."""
+    statements = [
+        pg_insert(table).values({name: bindparam(f"p{index}_{name}") for name in columns}).on_conflict_do_nothing()
+        for index, (table, columns) in enumerate(shape)
+    ]
+    ctes = [statement.cte(f"insert_{index}") for index, statement in enumerate(statements[:-1])]
+    return statements[-1].add_cte(*ctes)
 
 
 def _json_line_sql(stmt: Select):

@@ -5,7 +5,7 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.errors import ForbiddenError, NotFoundError
@@ -16,6 +16,10 @@ from webapp.services.common import commit
 TOKEN_PREFIX = "scr_"
 # Checked against when the email is unknown, so a wrong email costs the same hashing time as a wrong password.
 _UNKNOWN_ACCOUNT_HASH = generate_password_hash(secrets.token_urlsafe(16))
+
+
+# Built once: every API request looks its token up.
+TOKEN_BY_HASH = select(ApiToken).where(ApiToken.token_hash == bindparam("token_hash"))
 
 
 def hash_token(secret: str) -> str:
@@ -88,7 +92,7 @@ def create_token(account: Account, name: str, role: str | None = None, expires_i
 
 def token_for_secret(secret: str) -> ApiToken | None:
     """The live token with that secret: not revoked, not expired."""
-    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    token = db.session.scalar(TOKEN_BY_HASH, {"token_hash": hash_token(secret)})
     now = utcnow()
     if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
         return None
