@@ -37,6 +37,7 @@ class RetryLater(Exception):
     """A transient failure (e.g. the object store is unreachable): run the job again after a backoff."""
 
 
+# The handlers' modules import this one, so they are looked up when a job runs, not at import.
 def _handlers() -> dict[str, Callable]:
     from webapp.models import JobKind
     from webapp.services import bulk, record_files
