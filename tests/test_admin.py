@@ -151,6 +151,12 @@ def test_experiments_seasons_and_sites_forms(writer):
     season = post_form(writer, experiment_url, f"/admin/experiments/{experiment_id}/seasons", {"season_name": "Summer"})
     assert season.status_code == 302
     assert "Summer" in writer.get(experiment_url).get_data(as_text=True)
+    season_edit = re.search(
+        r'href="(/admin/seasons/[0-9a-f-]+/edit)"', writer.get(experiment_url).get_data(as_text=True)
+    ).group(1)
+    edited = post_form(writer, season_edit, season_edit, {"season_name": "Monsoon", "season_info": '{"rain": true}'})
+    assert edited.status_code == 302
+    assert "Monsoon" in writer.get(experiment_url).get_data(as_text=True)
     duplicate = post_form(writer, "/admin/experiments/new", "/admin/experiments/new", {"experiment_name": "E1"})
     assert duplicate.status_code == 422
     site = post_form(writer, "/admin/sites/new", "/admin/sites/new", {"site_name": "Ames", "site_state": "IA"})

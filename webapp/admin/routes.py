@@ -298,6 +298,26 @@ def season_new(experiment_id: uuid.UUID):
     return redirect(url_for("admin.experiment_detail", experiment_id=experiment_id))
 
 
+@blp.route("/seasons/<uuid:season_id>/edit", methods=["GET", "POST"])
+@requires(Role.WRITER)
+def season_edit(season_id: uuid.UUID):
+    """Edit a season."""
+    season = reference.get_season(season_id)
+    errors = {}
+    if request.method == "POST":
+        values, errors = load_form(SeasonSchema(partial=True))
+        if not errors:
+            try:
+                reference.update_season(season_id, values)
+                flash("Saved.")
+                return redirect(url_for("admin.experiment_detail", experiment_id=season.experiment_id))
+            except APIError as exc:
+                errors = {"season_name": [exc.description]}
+    return render_template(
+        "admin/season_form.html", season=season, form=request.form, errors=errors
+    ), 422 if errors else 200
+
+
 @blp.post("/seasons/<uuid:season_id>/delete")
 @requires(Role.WRITER)
 def season_delete(season_id: uuid.UUID):
