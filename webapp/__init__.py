@@ -12,6 +12,16 @@ time-stamped **records** they emit (JSON payloads, optionally with an attached f
 1000; `0` returns only the count) and `offset` (default 0); the total is in the `X-Total-Count` header.
 Record searches are NDJSON streams instead: every match, one record per line, not paged.
 
+**Files** attached to a record are stored by a background job: the POST answers with `file_status: pending`,
+then `ready` (with size and SHA-256) or `failed`; `/download` is 409 with `Retry-After` until then. File names
+keep only their last path component, without control characters or leading dots, at most 200 bytes of UTF-8 (a
+name with nothing left is 422); a part's media type is kept when well formed, else guessed from the name. When the
+object store is unreachable the POST is 503 and nothing is stored.
+
+**Other choices**: DELETE answers 200 with the deleted object. Text may not hold NUL characters or unpaired
+surrogates, JSON fields may nest at most 64 levels and hold no NaN or Infinity (422). Concurrent requests that
+collide in the database get 409 with `Retry-After`. Bulk uploads answer 202 with a job to poll at `/api/jobs`.
+
 **Credentials**: send `Authorization: Bearer <token>` (or `X-API-Key: <token>`). Reads need the `reader`
 role, writes `writer`; a deployment may open reads to anonymous callers. Get a token with `POST /api/tokens`
 (HTTP Basic with your email and password, or an existing token) or `scriptorium tokens create EMAIL`. Download URLs
