@@ -148,6 +148,10 @@ def test_experiments_seasons_and_sites_forms(writer):
     assert created.status_code == 302
     experiment_url = created.headers["Location"]
     experiment_id = experiment_url.rsplit("/", 1)[1]
+    edit_url = f"/admin/experiments/{experiment_id}/edit"
+    cleared = post_form(writer, edit_url, edit_url, {"experiment_name": "E1", "experiment_start_date": ""})
+    assert cleared.status_code == 302
+    assert writer.get(f"/api/experiments/id/{experiment_id}").json["experiment_start_date"] is None
     season = post_form(writer, experiment_url, f"/admin/experiments/{experiment_id}/seasons", {"season_name": "Summer"})
     assert season.status_code == 302
     assert "Summer" in writer.get(experiment_url).get_data(as_text=True)

@@ -81,13 +81,35 @@ def paged(stmt):
     return items, {"page": page, "total": total, "pages": max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)}
 
 
-def load_form(schema: ma.Schema, drop_empty: bool = True):
-    """(values, errors) of the posted form through an API schema; empty optional fields count as absent."""
-    data = {k: v for k, v in request.form.items() if k != "csrf_token" and not (drop_empty and v == "")}
+def load_form(schema: ma.Schema):
+    """(values, errors) of the posted form through an API schema. An emptied field is null where the field
+    allows it (so editing can clear it) and absent otherwise."""
+    data = {}
+    for name, value in request.form.items():
+        field = schema.fields.get(name)
+        if name == "csrf_token" or (value == "" and not (field and field.allow_none)):
+            continue
+        data[name] = None if value == "" else value
     try:
         return schema.load(data), {}
     except ma.ValidationError as exc:
         return None, exc.messages
+
+
+def form_page(template: str, schema: ma.Schema, save, **context):
+    """Render ``template``; on POST load the form through ``schema`` and call ``save(values)``, which returns
+    where to go next. Invalid input, or a service's refusal (e.g. a taken name), is shown on the form (422)."""
+    errors = {}
+    if request.method == "POST":
+        values, errors = load_form(schema)
+        if not errors:
+            try:
+                target = save(values)
+                flash("Saved.")
+                return redirect(target)
+            except APIError as exc:
+                errors = exc.errors or {"_": [exc.description]}
+    return render_template(template, form=request.form, errors=errors, **context), 422 if errors else 200
 
 
 # --- sign-in ------------------------------------------------------------------------------------------------
@@ -140,19 +162,11 @@ def script_list():
 @requires(Role.WRITER)
 def script_new():
     """Create a script."""
-    errors = {}
-    if request.method == "POST":
-        values, errors = load_form(ScriptCreateSchema())
-        if not errors:
-            try:
-                script = scripts.create_script(values)
-                flash(f"Created script {script.script_name}.")
-                return redirect(url_for("admin.script_detail", script_id=script.id))
-            except APIError as exc:
-                errors = exc.errors or {"_": [exc.description]}
-    return render_template(
-        "admin/script_form.html", script=None, form=request.form, errors=errors
-    ), 422 if errors else 200
+
+    def save(values):
+        return url_for("admin.script_detail", script_id=scripts.create_script(values).id)
+
+    return form_page("admin/script_form.html", ScriptCreateSchema(), save, script=None)
 
 
 @blp.route("/scripts/<uuid:script_id>/edit", methods=["GET", "POST"])
@@ -160,17 +174,12 @@ def script_new():
 def script_edit(script_id: uuid.UUID):
     """Edit a script (an emptied optional field is cleared)."""
     script = scripts.get_script(script_id)
-    errors = {}
-    if request.method == "POST":
-        values, errors = load_form(ScriptSchema(), drop_empty=False)
-        if not errors:
-            values = {k: (None if v == "" else v) for k, v in values.items()}
-            scripts.update_script(script_id, values)
-            flash("Saved.")
-            return redirect(url_for("admin.script_detail", script_id=script_id))
-    return render_template(
-        "admin/script_form.html", script=script, form=request.form, errors=errors
-    ), 422 if errors else 200
+
+    def save(values):
+        scripts.update_script(script_id, values)
+        return url_for("admin.script_detail", script_id=script_id)
+
+    return form_page("admin/script_form.html", ScriptSchema(partial=True), save, script=script)
 
 
 @blp.post("/scripts/<uuid:script_id>/delete")
@@ -243,22 +252,15 @@ def experiment_list():
 def experiment_form(experiment_id: uuid.UUID | None = None):
     """Create or edit an experiment."""
     experiment = reference.get_experiment(experiment_id) if experiment_id else None
-    errors = {}
-    if request.method == "POST":
-        values, errors = load_form(ExperimentSchema(partial=experiment is not None))
-        if not errors:
-            try:
-                if experiment is None:
-                    experiment = reference.create_experiment(values)
-                else:
-                    reference.update_experiment(experiment_id, values)
-                flash("Saved.")
-                return redirect(url_for("admin.experiment_detail", experiment_id=experiment.id))
-            except APIError as exc:
-                errors = {"experiment_name": [exc.description]}
-    return render_template(
-        "admin/experiment_form.html", experiment=experiment, form=request.form, errors=errors
-    ), 422 if errors else 200
+
+    def save(values):
+        saved = (
+            reference.update_experiment(experiment_id, values) if experiment else reference.create_experiment(values)
+        )
+        return url_for("admin.experiment_detail", experiment_id=saved.id)
+
+    schema = ExperimentSchema(partial=experiment is not None)
+    return form_page("admin/experiment_form.html", schema, save, experiment=experiment)
 
 
 @blp.get("/experiments/<uuid:experiment_id>")
@@ -303,19 +305,12 @@ def season_new(experiment_id: uuid.UUID):
 def season_edit(season_id: uuid.UUID):
     """Edit a season."""
     season = reference.get_season(season_id)
-    errors = {}
-    if request.method == "POST":
-        values, errors = load_form(SeasonSchema(partial=True))
-        if not errors:
-            try:
-                reference.update_season(season_id, values)
-                flash("Saved.")
-                return redirect(url_for("admin.experiment_detail", experiment_id=season.experiment_id))
-            except APIError as exc:
-                errors = {"season_name": [exc.description]}
-    return render_template(
-        "admin/season_form.html", season=season, form=request.form, errors=errors
-    ), 422 if errors else 200
+
+    def save(values):
+        reference.update_season(season_id, values)
+        return url_for("admin.experiment_detail", experiment_id=season.experiment_id)
+
+    return form_page("admin/season_form.html", SeasonSchema(partial=True), save, season=season)
 
 
 @blp.post("/seasons/<uuid:season_id>/delete")
@@ -344,20 +339,15 @@ def site_list():
 def site_form(site_id: uuid.UUID | None = None):
     """Create or edit a site."""
     site = reference.get_site(site_id) if site_id else None
-    errors = {}
-    if request.method == "POST":
-        values, errors = load_form(SiteSchema(partial=site is not None))
-        if not errors:
-            try:
-                if site is None:
-                    reference.create_site(values)
-                else:
-                    reference.update_site(site_id, values)
-                flash("Saved.")
-                return redirect(url_for("admin.site_list"))
-            except APIError as exc:
-                errors = {"site_name": [exc.description]}
-    return render_template("admin/site_form.html", site=site, form=request.form, errors=errors), 422 if errors else 200
+
+    def save(values):
+        if site:
+            reference.update_site(site_id, values)
+        else:
+            reference.create_site(values)
+        return url_for("admin.site_list")
+
+    return form_page("admin/site_form.html", SiteSchema(partial=site is not None), save, site=site)
 
 
 @blp.post("/sites/<uuid:site_id>/delete")
