@@ -30,7 +30,7 @@ from webapp.records.schemas import RecordFieldsSchema
 from webapp.services import jobs
 from webapp.services.jobs import JobFailed, RetryLater, renew_lease
 from webapp.services.records import RecordReferences, content_type_for, sanitise_file_name
-from webapp.services.reference import experiment_by_name
+from webapp.services.reference import missing_names
 from webapp.services.scripts import associate, get_script
 from webapp.storage import file_digest
 
@@ -128,32 +128,10 @@ def _same_upload(job: Job, sha256: str) -> Job:
 
 def _check_defaults(defaults: dict) -> None:
     """Names given as defaults for every row must exist (422), like those of a single record."""
-    errors = {}
-    experiment = None
-    if defaults.get("experiment_name"):
-        try:
-            experiment = experiment_by_name(defaults["experiment_name"])
-        except ValidationError as exc:
-            errors.update(exc.errors)
-    from webapp.models import Season, Site
-
-    if experiment is not None and defaults.get("season_name"):
-        found = db.session.scalar(
-            select(Season.id).where(
-                Season.experiment_id == experiment.id, Season.season_name == defaults["season_name"]
-            )
-        )
-        if found is None:
-            errors["season_name"] = [
-                f"Experiment {experiment.experiment_name!r} has no season named {defaults['season_name']!r}."
-            ]
-    if (
-        defaults.get("site_name")
-        and db.session.scalar(select(Site.id).where(Site.site_name == defaults["site_name"])) is None
-    ):
-        errors["site_name"] = [f"No site is named {defaults['site_name']!r}."]
-    if errors:
-        raise ValidationError({field: messages[0] for field, messages in errors.items()})
+    names = ("experiment_name", "season_name", "site_name")
+    missing = missing_names(**{name: defaults[name] for name in names if defaults.get(name)})
+    if missing:
+        raise ValidationError(missing)
 
 
 def _as_text(defaults: dict) -> dict:

@@ -30,6 +30,7 @@ from webapp.models import (
 )
 from webapp.services import jobs
 from webapp.services.common import commit, delete, get_or_404, new_id
+from webapp.services.reference import missing_names
 from webapp.services.scripts import associate, find_or_create_dataset, get_script
 
 log = logging.getLogger(__name__)
@@ -133,16 +134,9 @@ class RecordReferences:
         found = db.session.execute(
             PLACES_BY_NAME, {"experiment": experiment_name, "season": season_name, "site": site_name}
         ).first()
-        experiment_id, season_id, site_id = found or (None, None, None)
-        missing = {}
-        if experiment_id is None:
-            missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
-            site_id = db.session.scalar(select(Site.id).where(Site.site_name == site_name))
-        elif season_id is None:
-            missing["season_name"] = f"Experiment {experiment_name!r} has no season named {season_name!r}."
-        if site_id is None:
-            missing["site_name"] = f"No site is named {site_name!r}."
-        return experiment_id, season_id, site_id, missing
+        if found is not None and None not in found:
+            return (*found, {})
+        return None, None, None, missing_names(experiment_name, season_name, site_name)
 
     def _is_own_run(self, run_id: uuid.UUID) -> bool:
         if run_id not in self._runs:
