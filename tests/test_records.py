@@ -275,3 +275,35 @@ def test_payload_integers_beyond_64_bits_are_kept_and_streamed(client, reference
 
     (line,) = client.get(records_url).data.decode().splitlines()
     assert stdjson.loads(line)["script_data"] == {"n": 18446744073709551616}
+
+
+@pytest.mark.parametrize("crash", ["moved before the commit", "staged file lost"])
+def test_file_job_after_a_crash_finishes_or_fails_clearly(client, app, reference, records_url, monkeypatch, crash):
+    """A file job run again after its file was already moved stores it; one whose file is gone fails, saying so."""
+    from webapp.extensions import queue, store
+    from webapp.services import jobs
+
+    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the test runs the job itself
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
+    (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
+    staged = store.backend.path_of(db_job(job["id"]).params["staged_key"])
+    if crash == "moved before the commit":
+        store.backend.move(db_job(job["id"]).params["staged_key"], record["record_file"])
+    else:
+        staged.unlink()
+    jobs.run_job(uuid.UUID(job["id"]), "test-worker")
+    stored = client.get(f"/api/scripts/records/id/{record['id']}").json
+    ended = client.get(f"/api/jobs/{job['id']}").json
+    if crash == "moved before the commit":
+        assert (ended["state"], stored["file_status"]) == ("succeeded", "ready")
+        assert stored["file_sha256"] == hashlib.sha256(b"leaf").hexdigest()
+    else:
+        assert (ended["state"], stored["file_status"]) == ("failed", "failed")
+        assert "lost" in ended["error_description"]
+
+
+def db_job(job_id: str):
+    from webapp.extensions import db
+    from webapp.models import Job
+
+    return db.session.get(Job, uuid.UUID(job_id))

@@ -48,8 +48,7 @@ def content_disposition(file_name: str) -> str:
 
 class Backend(Protocol):
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
-    def open(self, key: str) -> BinaryIO: ...
-    def exists(self, key: str) -> bool: ...
+    def open(self, key: str) -> BinaryIO: ...  # FileNotFoundError when there is no such key
     def move(self, source: str, target: str) -> None: ...
     def delete(self, key: str) -> None: ...
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str: ...
@@ -103,9 +102,6 @@ class LocalBackend:
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path_of(key), "rb")
-
-    def exists(self, key: str) -> bool:
-        return self.path_of(key).is_file()
 
     def move(self, source: str, target: str) -> None:
         path = self.path_of(target)
@@ -173,19 +169,11 @@ class S3Backend:
         )
 
     def open(self, key: str) -> BinaryIO:
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        return io.BufferedReader(_BodyReader(body), CHUNK)
-
-    def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(key) from exc
+        return io.BufferedReader(_BodyReader(body), CHUNK)
 
     def move(self, source: str, target: str) -> None:
         # A server-side copy: the bytes do not cross the network again.

@@ -164,6 +164,8 @@ def ingest(job: Job, worker: str) -> None:
     associated: set[tuple] = set()
     try:
         stream = store.backend.open(params["key"])
+    except FileNotFoundError as exc:
+        raise JobFailed("The uploaded file is no longer in the object store; upload it again.") from exc
     except Exception as exc:
         raise RetryLater(f"The staged upload could not be read ({type(exc).__name__}).") from exc
     rows = READERS[params["format"]](stream)

@@ -23,16 +23,17 @@ def store_record_file(job: Job, worker: str) -> None:
         return
     backend = store.backend
     try:
-        # After a crash between the move and the commit, the file is already at its final key.
-        source = staged if backend.exists(staged) else record.record_file
-        if source == record.record_file and not backend.exists(source):
-            raise JobFailed("The uploaded file was lost before it could be stored; upload it again.")
-        with backend.open(source) as stream:
+        try:
+            stream, moved = backend.open(staged), False
+        except FileNotFoundError:
+            # After a crash between the move and the commit, the file is already at its final key.
+            stream, moved = backend.open(record.record_file), True
+        with stream:
             stored = file_digest(stream)
-        if source == staged:
+        if not moved:
             backend.move(staged, record.record_file)
-    except JobFailed:
-        raise
+    except FileNotFoundError as exc:
+        raise JobFailed("The uploaded file was lost before it could be stored; upload it again.") from exc
     except Exception as exc:
         log.warning("Object store failed for record %s: %r", record.id, exc)
         raise RetryLater(f"The object store failed while storing the file ({type(exc).__name__}).") from exc
