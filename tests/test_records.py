@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 import uuid
 
 import pytest
@@ -30,6 +31,38 @@ def test_post_record_returns_every_field_with_names(client, reference, script, r
     assert record["dataset_name"] == "canopy-height Dataset 2024-05-01"
     assert record["record_file"] is None and record["file_status"] is None
     assert client.get(f"/api/scripts/records/id/{record['id']}").json == record
+
+
+def test_later_records_of_a_dataset_are_stored_like_the_first(client, reference, script, records_url):
+    """Once its dataset exists a record is stored in one statement; it carries the same names and ids."""
+    first = client.post(records_url, data=record_form()).json
+    form = record_form(timestamp="2024-05-01T13:00:00Z", record_file=(io.BytesIO(b"leaf"), "leaf.txt"))
+    second = wait_for_file(client, client.post(records_url, data=form).json)
+    names = ("script", "dataset", "experiment", "season", "site")
+    same = [f"{name}_{part}" for name in names for part in ("id", "name")] + ["collection_date", "script_data"]
+    assert {key: second[key] for key in same} == {key: first[key] for key in same}
+    assert second["id"] != first["id"]
+    assert second["timestamp"] == "2024-05-01T13:00:00+00:00"
+    assert (second["file_name"], second["file_size"], second["file_status"]) == ("leaf.txt", 4, "ready")
+    listed = client.get(records_url).data.decode().splitlines()
+    assert [json.loads(line)["id"] for line in listed] == [first["id"], second["id"]]
+
+
+def test_a_renamed_script_files_new_records_under_its_new_name(client, reference, script, records_url):
+    """The default dataset follows the script's current name, also right after a rename."""
+    client.post(records_url, data=record_form())
+    client.patch(f"/api/scripts/id/{script['id']}", json={"script_name": "canopy-height-v2"})
+    record = client.post(records_url, data=record_form(timestamp="2024-05-01T13:00:00Z")).json
+    assert record["script_name"] == "canopy-height-v2"
+    assert record["dataset_name"] == "canopy-height-v2 Dataset 2024-05-01"
+    assert client.get(f"/api/scripts/records/id/{record['id']}").json == record
+
+
+def test_records_of_a_deleted_script_are_404(client, reference, script, records_url):
+    """A script deleted after it received records takes no more."""
+    client.post(records_url, data=record_form())
+    client.delete(f"/api/scripts/id/{script['id']}")
+    assert client.post(records_url, data=record_form(timestamp="2024-05-01T13:00:00Z")).status_code == 404
 
 
 def test_timestamp_without_offset_is_utc_and_offsets_are_normalised(client, reference, records_url):
@@ -112,6 +145,7 @@ def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, 
 
 def test_unknown_experiment_season_or_site_is_422_naming_each(client, reference, records_url):
     """Each missing reference is named in the 422 errors."""
+    client.post(records_url, data=record_form(timestamp="2024-05-01T08:00:00Z"))  # the dataset exists
     response = client.post(records_url, data=record_form(season_name="Winter", site_name="Nowhere"))
     assert response.status_code == 422
     assert set(response.json["errors"]) == {"season_name", "site_name"}
@@ -152,6 +186,7 @@ def test_file_under_an_unknown_part_name_is_422_not_dropped(client, reference, r
 
 def test_record_run_must_belong_to_the_script(client, reference, script, records_url):
     """script_run_id must name a run of this script."""
+    client.post(records_url, data=record_form(timestamp="2024-05-01T08:00:00Z"))  # the dataset exists
     other = client.post("/api/scripts", json={"script_name": "other"}).json
     foreign_run = client.post(f"/api/scripts/id/{other['id']}/runs").json
     response = client.post(records_url, data=record_form(script_run_id=foreign_run["id"]))

@@ -124,6 +124,11 @@ class Database:
         insert = pg_insert if self.is_postgresql else sqlite_insert
         self.session.execute(insert(table).on_conflict_do_nothing(), rows)
 
+    def insert_selected_ignoring_conflicts(self, table, source: Select, returning: tuple[str, ...]):
+        """``INSERT INTO table SELECT … ON CONFLICT DO NOTHING RETURNING returning``, the statement built once
+        per dialect: ``source`` selects a value for every column of ``table``, in order."""
+        return _insert_selected(self.engine.dialect.name, table, source, returning)
+
     def insert_rows_ignoring_conflicts(self, rows: list[tuple]) -> None:
         """Insert one row into each of several tables (``(table, row)`` pairs), skipping conflicts; on
         PostgreSQL in a single statement (data-modifying CTEs), saving round trips on every record POST."""
@@ -194,6 +199,13 @@ class Database:
                         yield b"".join(_json_line(row._mapping) for row in rows)
 
         return lines()
+
+
+@functools.cache
+def _insert_selected(dialect: str, table, source: Select, returning: tuple[str, ...]):
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).from_select([column.key for column in table.columns], source)
+    return statement.on_conflict_do_nothing().returning(*(table.c[name] for name in returning))
 
 
 @functools.cache

@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC
 
-from sqlalchemy import bindparam, select
+from flask import current_app
+from sqlalchemy import Uuid, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
@@ -27,6 +28,7 @@ from webapp.models import (
     ScriptRun,
     Season,
     Site,
+    utcnow,
 )
 from webapp.services import jobs
 from webapp.services.common import commit, delete, get_or_404, new_id
@@ -81,6 +83,44 @@ PLACES_BY_NAME = (
     .where(Experiment.experiment_name == bindparam("experiment"))
 )
 
+# Every column of a new record, the ids looked up by name in the same statement. It selects nothing when a
+# name is unknown, the script has another name than the one given, or the run belongs to another script.
+_RESOLVED_BY_NAME = {
+    "script_id": Script.id,
+    "dataset_id": Dataset.id,
+    "experiment_id": Experiment.id,
+    "season_id": Season.id,
+    "site_id": Site.id,
+}
+RECORD_BY_NAMES = (
+    select(*(_RESOLVED_BY_NAME.get(c.key, bindparam(c.key, type_=c.type)) for c in Record.__table__.columns))
+    .select_from(Script)
+    .join(Experiment, Experiment.experiment_name == bindparam("experiment_name"))
+    .join(Season, (Season.experiment_id == Experiment.id) & (Season.season_name == bindparam("season_name")))
+    .join(Site, Site.site_name == bindparam("site_name"))
+    .join(Dataset, Dataset.dataset_name == bindparam("dataset_name"))
+    .where(Script.id == bindparam("script_id"), Script.script_name == bindparam("script_name"))
+    .where(
+        bindparam("script_run_id", type_=Uuid()).is_(None)
+        | exists().where(ScriptRun.id == bindparam("script_run_id"), ScriptRun.script_id == Script.id)
+    )
+)
+FILE_COLUMNS = ("record_file", "file_name", "file_size", "file_sha256", "file_content_type", "file_status")
+PLACE_NAMES = ("experiment_name", "season_name", "site_name")
+
+
+def record_values(values: dict) -> dict:
+    """The columns of a record that need no lookup, from validated form ``values``."""
+    timestamp = values["timestamp"]
+    return {
+        "timestamp": timestamp.astimezone(UTC),
+        # The default collection date is the timestamp's date where it was taken, i.e. in its own offset.
+        "collection_date": values.get("collection_date") or timestamp.date(),
+        "script_run_id": values.get("script_run_id"),
+        "script_data": values.get("script_data") or {},
+        "record_info": values.get("record_info") or {},
+    }
+
 
 class RecordReferences:
     """Turns a record's names (experiment, season, site, dataset) and run into ids for one script.
@@ -96,6 +136,10 @@ class RecordReferences:
         self._datasets: dict[str, uuid.UUID] = {}
         self._runs: dict[uuid.UUID, bool] = {}
 
+    def dataset_name(self, values: dict, collection_date) -> str:
+        """The record's dataset: the one named in ``values``, else the script's default for the date."""
+        return values.get("dataset_name") or default_dataset_name(self.script.script_name, collection_date)
+
     def row(self, values: dict) -> dict:
         """The record's column values from validated form ``values``; 422 naming every unknown reference."""
         names = (values["experiment_name"], values["season_name"], values["site_name"])
@@ -108,24 +152,18 @@ class RecordReferences:
         if missing:
             raise ValidationError(missing)
 
-        timestamp = values["timestamp"]
-        # The default collection date is the timestamp's date where it was taken, i.e. in its own offset.
-        collection_date = values.get("collection_date") or timestamp.date()
-        dataset_name = values.get("dataset_name") or default_dataset_name(self.script.script_name, collection_date)
+        row = record_values(values)
+        dataset_name = self.dataset_name(values, row["collection_date"])
         if dataset_name not in self._datasets:
-            dataset = find_or_create_dataset(dataset_name, collection_date=collection_date, dataset_info={})
+            dataset = find_or_create_dataset(dataset_name, collection_date=row["collection_date"], dataset_info={})
             self._datasets[dataset_name] = dataset.id
         return {
-            "timestamp": timestamp.astimezone(UTC),
-            "collection_date": collection_date,
+            **row,
             "script_id": self.script.id,
-            "script_run_id": run_id,
             "dataset_id": self._datasets[dataset_name],
             "experiment_id": experiment_id,
             "season_id": season_id,
             "site_id": site_id,
-            "script_data": values.get("script_data") or {},
-            "record_info": values.get("record_info") or {},
         }
 
     @staticmethod
@@ -149,19 +187,86 @@ class RecordReferences:
         return self._runs[run_id]
 
 
+class KnownReferences:
+    """What this process has seen exist, so most record POSTs are stored in one statement: script names,
+    and the script–dataset–experiment associations.
+
+    Both are hints, never trusted alone. The insert checks the script's name itself (a renamed or deleted
+    script makes it store nothing, and the record takes the step-by-step path). An association only goes
+    when its script, dataset or experiment goes, and then the insert fails its own lookups.
+    """
+
+    LIMIT = 10_000  # entries of each kind; past it they are forgotten and learnt again
+
+    def __init__(self):
+        self.script_names: dict[uuid.UUID, str] = {}
+        self.associations: set[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = set()
+
+    def script_name(self, script_id: uuid.UUID) -> str:
+        """The script's name as last seen, else looked up (404)."""
+        name = self.script_names.get(script_id)
+        return name if name is not None else self.remember(get_script(script_id)).script_name
+
+    def remember(self, script: Script) -> Script:
+        if len(self.script_names) >= self.LIMIT:
+            self.script_names.clear()
+        self.script_names[script.id] = script.script_name
+        return script
+
+    def forget(self, script_id: uuid.UUID) -> None:
+        self.script_names.pop(script_id, None)
+
+    def associate(self, script_id: uuid.UUID, dataset_id: uuid.UUID, experiment_id: uuid.UUID) -> tuple:
+        """Associate the three in the session's transaction unless known; what to ``learn`` after commit."""
+        triple = (script_id, dataset_id, experiment_id)
+        if triple not in self.associations:
+            associate(*triple)
+        return triple
+
+    def learn(self, association: tuple) -> None:
+        if len(self.associations) >= self.LIMIT:
+            self.associations.clear()
+        self.associations.add(association)
+
+
+def known_references() -> KnownReferences:
+    """This app's ``KnownReferences``."""
+    known = current_app.extensions.get("known_record_references")
+    if known is None:
+        known = current_app.extensions["known_record_references"] = KnownReferences()
+    return known
+
+
 def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None = None) -> dict:
     """Store one record and return it with its names; an attached file is staged and handed to a worker
     (``file_status`` pending). 409 for a duplicate; when any step fails nothing is left behind.
     """
-    script = get_script(script_id)
+    known = known_references()
+    script_name = known.script_name(script_id)
+    record = {"id": new_id(), "created_at": utcnow(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
+    dataset_name = values.get("dataset_name") or default_dataset_name(script_name, record["collection_date"])
     job = None
     try:
-        # No duplicate check up front: the unique constraint catches one at commit (one query less per POST).
-        row = RecordReferences(script).row(values)
-        record = Record(id=new_id(), **row)
-        db.session.add(record)
-        associate(script.id, row["dataset_id"], row["experiment_id"])
-        job = stage_file(record, upload) if upload is not None else None
+        if upload is not None:
+            job = stage_file(script_id, record, upload)
+        # One statement stores the usual record; no duplicate check up front, the unique key decides.
+        ids = db.session.execute(
+            db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, tuple(_RESOLVED_BY_NAME)),
+            {
+                **record,
+                **{name: values[name] for name in PLACE_NAMES},
+                "script_id": script_id,
+                "script_name": script_name,
+                "dataset_name": dataset_name,
+            },
+        ).first()
+        if ids is not None:
+            record.update(ids._mapping)
+        else:
+            # Something is unknown, changed or a duplicate, or the dataset is new: go step by step, which
+            # says what is wrong, or creates the dataset.
+            script_name, dataset_name = _insert_step_by_step(known, script_id, values, record)
+        association = known.associate(script_id, record["dataset_id"], record["experiment_id"])
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
@@ -173,39 +278,52 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
                 raise ConflictError("Something this record refers to changed meanwhile; try again.") from exc
             raise duplicate_error() from exc
         raise
+    known.learn(association)
     if job is not None:
         jobs.dispatch(job)
-    # The names are known already: answering from them saves reloading the record through five joins.
     return {
-        **{column.key: getattr(record, column.key) for column in Record.__table__.columns},
-        "script_name": script.script_name,
-        "dataset_name": values.get("dataset_name") or default_dataset_name(script.script_name, row["collection_date"]),
-        "experiment_name": values["experiment_name"],
-        "season_name": values["season_name"],
-        "site_name": values["site_name"],
+        **record,
+        "script_name": script_name,
+        "dataset_name": dataset_name,
+        **{name: values[name] for name in PLACE_NAMES},
     }
 
 
-def stage_file(record: Record, upload: FileStorage) -> Job:
-    """Put the upload where a worker will find it, note its name and type, and queue the job that finishes it.
+def _insert_step_by_step(known: KnownReferences, script_id: uuid.UUID, values: dict, record: dict) -> tuple:
+    """Resolve the record's references one by one (404, 422), then insert it (a duplicate fails the flush);
+    fills ``record`` and returns the script's and dataset's names."""
+    known.forget(script_id)
+    script = known.remember(get_script(script_id))
+    references = RecordReferences(script)
+    record.update(references.row(values))
+    db.session.add(Record(**record))
+    db.session.flush()
+    return script.script_name, references.dataset_name(values, record["collection_date"])
+
+
+def stage_file(script_id: uuid.UUID, record: dict, upload: FileStorage) -> Job:
+    """Put the upload where a worker will find it, note its name and type in ``record``, and queue the job
+    that finishes it.
 
     The record's key is fixed now; the worker computes size and SHA-256 and moves the file to that key.
     """
     file_name = sanitise_file_name(upload.filename or "file")
     content_type = content_type_for(upload, file_name)
-    staged_key = f"staging/{record.id}"
+    staged_key = f"staging/{record['id']}"
     try:
         store.backend.put(staged_key, upload.stream, content_type)
     except Exception as exc:
         db.session.rollback()
         log.exception("Staging %s failed", staged_key)
         raise StorageError("The file could not be stored; nothing was saved. Try again later.") from exc
-    record.record_file = f"records/{record.script_id}/{record.id}/{file_name}"
-    record.file_name = file_name
-    record.file_content_type = content_type
-    record.file_status = FileStatus.PENDING
+    record.update(
+        record_file=f"records/{script_id}/{record['id']}/{file_name}",
+        file_name=file_name,
+        file_content_type=content_type,
+        file_status=FileStatus.PENDING,
+    )
     return jobs.new_job(
-        JobKind.RECORD_FILE, record.script_id, {"record_id": str(record.id), "staged_key": staged_key}, total=1
+        JobKind.RECORD_FILE, script_id, {"record_id": str(record["id"]), "staged_key": staged_key}, total=1
     )
 
 
