@@ -41,6 +41,7 @@ from flask import Blueprint, Flask
 
 from config import Settings, load_settings
 from webapp.auth import register_auth
+from webapp.common.forms import Request
 from webapp.extensions import api, db, queue, store
 
 API_CONFIG = {
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
     app = Flask(__name__, instance_path=settings.instance_path)
+    app.request_class = Request  # splits small multipart forms itself (webapp/common/forms.py)
     app.config.update(settings.as_flask_config())
     app.config.update(API_CONFIG)
     if not app.config["SECRET_KEY"]:

@@ -101,6 +101,9 @@ class Blueprint(flask_smorest.Blueprint):
 
     def arguments(self, schema, *, location="json", **kwargs):
         """Parse ``schema`` from ``location``; a body of the wrong media type is 415, not a 422."""
+        # One instance for every request: given a class, webargs would build (and deep-copy the fields of)
+        # a new schema on each one.
+        schema = schema() if isinstance(schema, type) else schema
         parse = super().arguments(schema, location=location, **kwargs)
         accepted = BODY_MEDIA_TYPES.get(location)
         if accepted is None:

@@ -1,0 +1,87 @@
+"""Form bodies: small multipart forms split in one pass, everything else parsed by werkzeug.
+
+werkzeug's multipart parser streams, which large files need, but it compiles two regular expressions for
+each body's boundary, and clients pick a new boundary for every request. For a small form (a record posted
+without a large file) that compilation cost more than the rest of the parsing together. A small body that is
+a plain, complete form with CRLF line breaks is split here; any other body, including every one that breaks
+a limit, goes to werkzeug, so its rules and errors stay the only ones.
+"""
+
+import io
+
+from flask import Request as FlaskRequest
+from werkzeug import formparser
+from werkzeug.datastructures import FileStorage, Headers
+from werkzeug.http import parse_options_header
+
+# Bodies up to this size are read whole; werkzeug's own stream factory also keeps those in memory.
+SMALL_FORM_BYTES = 64 * 1024
+PADDING = b" \t\x0b\x0c"  # what may follow a boundary on its line
+_CHARSETS = formparser.MultiPartParser()  # for its rule of which charsets a part may declare
+
+
+class FormDataParser(formparser.FormDataParser):
+    """werkzeug's form parser, splitting small plain multipart bodies itself."""
+
+    def parse(self, stream, mimetype, content_length, options=None):
+        boundary = (options or {}).get("boundary", "")
+        small = bool(content_length) and content_length <= SMALL_FORM_BYTES
+        if mimetype != "multipart/form-data" or not small or not boundary or not boundary.isascii():
+            return super().parse(stream, mimetype, content_length, options)
+        body = stream.read()
+        parts = self._split(body, boundary.encode())
+        if parts is None:
+            return super().parse(io.BytesIO(body), mimetype, content_length, options)
+        return stream, self.cls(parts[0]), self.cls(parts[1])
+
+    def _split(self, body: bytes, boundary: bytes) -> tuple[list, list] | None:
+        """(fields, files) of a plain complete form, or None for werkzeug to parse."""
+        delimiter = b"\r\n--" + boundary
+        segments = (b"\r\n" + body).split(delimiter)
+        # Every boundary must start a line; the last one closes the form.
+        if len(segments) < 3 or body.count(delimiter[2:]) != len(segments) - 1 or segments[-1][:2] != b"--":
+            return None
+        if self.max_form_parts is not None and len(segments) - 2 > self.max_form_parts:
+            return None
+        fields, files = [], []
+        for segment in segments[1:-1]:
+            head, blank, data = segment.partition(b"\r\n\r\n")
+            padding, *lines = head.split(b"\r\n")
+            if not blank or padding.strip(PADDING) or not lines:
+                return None
+            headers = _headers(lines)
+            if headers is None or "content-disposition" not in headers:
+                return None
+            _, extra = parse_options_header(headers["content-disposition"])
+            name, filename = extra.get("name"), extra.get("filename")
+            if name is None:
+                return None
+            if filename is not None:
+                files.append((name, FileStorage(io.BytesIO(data), filename, name, headers=headers)))
+            elif self.max_form_memory_size is not None and len(data) > self.max_form_memory_size:
+                return None
+            else:
+                fields.append((name, data.decode(_CHARSETS.get_part_charset(headers), "replace")))
+        return fields, files
+
+
+def _headers(lines: list[bytes]) -> Headers | None:
+    """The part's headers, or None when a line is folded, broken by a bare CR or LF, or not UTF-8."""
+    pairs = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") or b"\r" in line or b"\n" in line:
+            return None
+        line = line.strip(b" \t")
+        if line:
+            try:
+                name, _, value = line.decode().partition(":")
+            except UnicodeDecodeError:
+                return None
+            pairs.append((name.strip(" \t"), value.strip(" \t")))
+    return Headers(pairs)
+
+
+class Request(FlaskRequest):
+    """The app's request class: Flask's, with the form parser above."""
+
+    form_data_parser_class = FormDataParser
