@@ -2,13 +2,15 @@
 
 import hashlib
 import json
+import time
 import uuid
 
+import psycopg
 import pytest
 import requests
 from click.testing import CliRunner
 
-from tests.conftest import empty_tables, make_app, make_token
+from tests.conftest import empty_tables, make_app, make_token, token_client
 from tests.servers import gunicorn_app, wait_until
 
 
@@ -81,6 +83,28 @@ def test_init_writes_a_secret_key_once_and_migrates(tmp_path, monkeypatch):
     assert second.exit_code == 0, second.output
     assert (instance / "secret_key").read_text() == key
     assert (instance / "scriptorium.db").is_file()
+
+
+def test_connections_dropped_by_the_database_are_replaced(tmp_path, postgresql_url):
+    """A pooled connection PostgreSQL has ended (a restart, an idle timeout) is replaced before it is used."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from webapp.extensions import db
+
+    app = make_app(tmp_path, postgresql_url)
+    client = token_client(app, make_token(app))
+    assert client.get("/api/sites").status_code == 200
+    with app.app_context():
+        pids = {db.session.scalar(text("SELECT pg_backend_pid()"))}
+        db.session.commit()
+    server = make_url(postgresql_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(server, autocommit=True) as admin:
+        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
+        assert ended.fetchall() == [(True,)]
+    time.sleep(1.2)  # longer than a connection stays trusted after its last use
+    assert client.get("/api/sites").status_code == 200
+    app.extensions["database"].dispose()
 
 
 def test_app_refuses_to_start_without_a_secret_key(tmp_path, sqlite_url):
