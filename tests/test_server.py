@@ -86,7 +86,8 @@ def test_init_writes_a_secret_key_once_and_migrates(tmp_path, monkeypatch):
 
 
 def test_connections_dropped_by_the_database_are_replaced(tmp_path, postgresql_url):
-    """A pooled connection PostgreSQL has ended (a restart, an idle timeout) is replaced before it is used."""
+    """A pooled connection PostgreSQL has ended (a restart, an idle timeout) is replaced before it is used
+    when it has been idle; one used a moment ago fails its request with a 503 to retry, and is replaced."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
@@ -94,15 +95,21 @@ def test_connections_dropped_by_the_database_are_replaced(tmp_path, postgresql_u
 
     app = make_app(tmp_path, postgresql_url)
     client = token_client(app, make_token(app))
-    assert client.get("/api/sites").status_code == 200
-    with app.app_context():
-        pids = {db.session.scalar(text("SELECT pg_backend_pid()"))}
-        db.session.commit()
     server = make_url(postgresql_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(server, autocommit=True) as admin:
-        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
-        assert ended.fetchall() == [(True,)]
+
+    def end_the_pooled_connection():
+        with app.app_context():
+            pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+            db.session.commit()
+        with psycopg.connect(server, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+
+    end_the_pooled_connection()
     time.sleep(1.2)  # longer than a connection stays trusted after its last use
+    assert client.get("/api/sites").status_code == 200
+    end_the_pooled_connection()
+    failed = client.get("/api/sites")
+    assert (failed.status_code, failed.headers["Retry-After"]) == (503, "1")
     assert client.get("/api/sites").status_code == 200
     app.extensions["database"].dispose()
 

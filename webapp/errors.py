@@ -148,7 +148,11 @@ TRANSIENT_SQLSTATES = {"40P01", "40001", "55P03"}
 
 
 def handle_database_error(error: DBAPIError):
-    """Concurrent requests that collided in the database are a 409 to retry; anything else is a bug."""
+    """Concurrent requests that collided in the database are a 409 to retry, a connection the database
+    dropped is a 503 to retry (the pool replaces it); anything else is a bug."""
+    if error.connection_invalidated:
+        log.warning("The database dropped a connection: %s", error.orig)
+        return error_response(503, "The database connection was lost; retry the request.", headers={"Retry-After": "1"})
     if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
         return error_response(
             409, "A concurrent change collided with this request; retry it.", headers={"Retry-After": "1"}

@@ -69,6 +69,11 @@ def default_dataset_name(script_name: str, collection_date) -> str:
     return script_name[: 255 - len(suffix)] + suffix
 
 
+def record_dataset_name(values: dict, script_name: str, collection_date) -> str:
+    """A record's dataset: the one named in its form ``values``, else the script's default for the date."""
+    return values.get("dataset_name") or default_dataset_name(script_name, collection_date)
+
+
 def get_record(record_id: uuid.UUID) -> Record:
     """The record with that id (404)."""
     return get_or_404(Record, record_id, "record")
@@ -136,10 +141,6 @@ class RecordReferences:
         self._datasets: dict[str, uuid.UUID] = {}
         self._runs: dict[uuid.UUID, bool] = {}
 
-    def dataset_name(self, values: dict, collection_date) -> str:
-        """The record's dataset: the one named in ``values``, else the script's default for the date."""
-        return values.get("dataset_name") or default_dataset_name(self.script.script_name, collection_date)
-
     def row(self, values: dict) -> dict:
         """The record's column values from validated form ``values``; 422 naming every unknown reference."""
         names = (values["experiment_name"], values["season_name"], values["site_name"])
@@ -153,7 +154,7 @@ class RecordReferences:
             raise ValidationError(missing)
 
         row = record_values(values)
-        dataset_name = self.dataset_name(values, row["collection_date"])
+        dataset_name = record_dataset_name(values, self.script.script_name, row["collection_date"])
         if dataset_name not in self._datasets:
             dataset = find_or_create_dataset(dataset_name, collection_date=row["collection_date"], dataset_info={})
             self._datasets[dataset_name] = dataset.id
@@ -244,7 +245,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     known = known_references()
     script_name = known.script_name(script_id)
     record = {"id": new_id(), "created_at": utcnow(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
-    dataset_name = values.get("dataset_name") or default_dataset_name(script_name, record["collection_date"])
+    dataset_name = record_dataset_name(values, script_name, record["collection_date"])
     job = None
     try:
         if upload is not None:
@@ -298,7 +299,7 @@ def _insert_step_by_step(known: KnownReferences, script_id: uuid.UUID, values: d
     record.update(references.row(values))
     db.session.add(Record(**record))
     db.session.flush()
-    return script.script_name, references.dataset_name(values, record["collection_date"])
+    return script.script_name, record_dataset_name(values, script.script_name, record["collection_date"])
 
 
 def stage_file(script_id: uuid.UUID, record: dict, upload: FileStorage) -> Job:
