@@ -26,6 +26,7 @@ BODIES = {
     "empty value": form(field("a", b"")),
     "value with CRLFs and dashes": form(field("a", b"line\r\n--not-the-boundary\r\n\r\nend")),
     "file": form(field("f", b"\x89PNG\r\n\x00\xff", b"Content-Type: image/png\r\n", '; filename="a b.png"')),
+    "empty file input": form(field("f", b"", b"Content-Type: application/octet-stream\r\n", '; filename=""')),
     "RFC 2231 file name": form(field("f", b"x", params="; filename*=UTF-8''caf%C3%A9.txt")),
     "latin-1 field": form(field("a", "café".encode("latin-1"), b"Content-Type: text/plain; charset=iso-8859-1\r\n")),
     "undecodable utf-8": form(field("a", b"\xff\xfe")),

@@ -147,8 +147,8 @@ class S3Backend:
         self.bucket = bucket
         # s3transfer holds each part of a file object in memory while sending it: bound how many at once,
         # so a 1 GB upload costs the web process tens of megabytes, not a hundred.
-        self.transfer = TransferConfig(multipart_chunksize=8 * CHUNK, max_concurrency=4, max_io_queue=4)
-        self.transfer.max_in_memory_upload_chunks = 4
+        self.transfer = TransferConfig(multipart_chunksize=8 * CHUNK, max_concurrency=3, max_io_queue=3)
+        self.transfer.max_in_memory_upload_chunks = 3
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.public_client = boto3.client(
             "s3", endpoint_url=public_endpoint_url or endpoint_url, region_name=region, config=config
