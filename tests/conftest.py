@@ -187,6 +187,13 @@ def record_form(timestamp="2024-05-01T12:00:00Z", **fields):
     return {key: value for key, value in form.items() if value is not None}
 
 
+def db_job(job_id: str):
+    """The stored job (with its params, which the API does not show)."""
+    from webapp.models import Job
+
+    return db.session.get(Job, uuid.UUID(job_id))
+
+
 def wait_for_file(client, record: dict) -> dict:
     """The record once a worker has stored its file (``file_status`` no longer pending)."""
     return wait_until(

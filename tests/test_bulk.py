@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import make_app, make_token, record_form, token_client
+from tests.conftest import db_job, make_app, make_token, record_form, token_client
 from tests.servers import wait_until
 
 
@@ -198,6 +198,22 @@ def test_cancelling_a_queued_job_stops_it_and_an_ended_job_is_409(client, app, r
     jobs.run_job(job.id, "test-worker")
     assert client.get(f"/api/jobs/{job.id}").json["state"] == "cancelled"
     assert client.post(f"/api/jobs/{job.id}/cancel").status_code == 409
+
+
+def test_a_cancelled_or_failed_upload_leaves_no_staged_file(client, app, reference, script, bulk_url, monkeypatch):
+    """The staged upload of a job that will not finish is deleted: when cancelled, and when it fails."""
+    from webapp.extensions import queue, store
+    from webapp.services import jobs
+
+    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the test runs the jobs itself
+    queued = post_bulk(client, bulk_url, ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"}), "rows.ndjson").json
+    broken = post_bulk(client, bulk_url, b"timestamp,timestamp\n1,2\n", "rows.csv").json
+    staged = {job["id"]: store.backend.path_of(db_job(job["id"]).params["key"]) for job in (queued, broken)}
+    assert all(path.is_file() for path in staged.values())
+    assert client.post(f"/api/jobs/{queued['id']}/cancel").status_code == 200
+    jobs.run_job(uuid.UUID(broken["id"]), "test-worker")
+    assert "header" in client.get(f"/api/jobs/{broken['id']}").json["error_description"]
+    assert [path.exists() for path in staged.values()] == [False, False]
 
 
 def test_jobs_outlive_their_script(client, reference, script, bulk_url):

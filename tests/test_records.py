@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import record_form, wait_for_file
+from tests.conftest import db_job, record_form, wait_for_file
 
 
 @pytest.fixture
@@ -335,10 +335,19 @@ def test_file_job_after_a_crash_finishes_or_fails_clearly(client, app, reference
     else:
         assert (ended["state"], stored["file_status"]) == ("failed", "failed")
         assert "lost" in ended["error_description"]
+        assert not staged.exists()
 
 
-def db_job(job_id: str):
-    from webapp.extensions import db
-    from webapp.models import Job
+def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app, reference, records_url, monkeypatch):
+    """A record whose file job is cancelled says its file failed, offers no download, and leaves no upload."""
+    from webapp.extensions import queue, store
 
-    return db.session.get(Job, uuid.UUID(job_id))
+    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the job stays queued
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
+    (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
+    staged = store.backend.path_of(db_job(job["id"]).params["staged_key"])
+    assert staged.read_bytes() == b"leaf"
+    assert client.post(f"/api/jobs/{job['id']}/cancel").json["state"] == "cancelled"
+    assert client.get(f"/api/scripts/records/id/{record['id']}").json["file_status"] == "failed"
+    assert client.get(f"/api/scripts/records/id/{record['id']}/download").status_code == 404
+    assert not staged.exists()

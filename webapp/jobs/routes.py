@@ -36,5 +36,6 @@ class JobCancel(MethodView):
     @blp.alt_response(404, description="Unknown job.")
     @blp.alt_response(409, description="The job has already ended.")
     def post(self, job_id: uuid.UUID):
-        """Cancel a queued or running job; rows already stored stay."""
+        """Cancel a queued or running job: rows already stored stay, the staged upload is deleted, and a
+        record whose file job is cancelled says its file failed."""
         return jobs.cancel_job(job_id)

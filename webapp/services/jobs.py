@@ -45,11 +45,16 @@ def _handlers() -> dict[str, Callable]:
     return {JobKind.BULK_RECORDS: bulk.ingest, JobKind.RECORD_FILE: record_files.store_record_file}
 
 
-def _give_up_hooks() -> dict[str, Callable]:
+def _abandon_hooks() -> dict[str, Callable]:
     from webapp.models import JobKind
-    from webapp.services import record_files
+    from webapp.services import bulk, record_files
 
-    return {JobKind.RECORD_FILE: record_files.mark_failed}
+    return {JobKind.BULK_RECORDS: bulk.abandon, JobKind.RECORD_FILE: record_files.abandon}
+
+
+def _abandon(job: Job) -> None:
+    """Tidy up after a job that failed or was cancelled: its staged upload goes, a record's file is failed."""
+    _abandon_hooks()[job.kind](job)
 
 
 def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
@@ -92,6 +97,7 @@ def cancel_job(job_id: uuid.UUID) -> Job:
         db.session.refresh(job)
         raise ConflictError(f"The job has already ended ({job.state}); there is nothing to cancel.")
     db.session.refresh(job)
+    _abandon(job)
     return job
 
 
@@ -190,10 +196,9 @@ def _retry_later(job: Job, worker: str, reason: str) -> None:
 
 
 def _give_up(job: Job, worker: str, description: str) -> None:
-    hook = _give_up_hooks().get(job.kind)
-    if hook:
-        hook(job, description)
-    _finish(job.id, worker, JobState.FAILED, description)
+    # Only the runner that ends the job tidies up: one whose lease was taken over leaves the work alone.
+    if _finish(job.id, worker, JobState.FAILED, description):
+        _abandon(job)
 
 
 def run_job(job_id: uuid.UUID, worker: str) -> None:
@@ -222,7 +227,7 @@ def run_job(job_id: uuid.UUID, worker: str) -> None:
     except Exception:
         db.session.rollback()
         log.exception("Job %s failed", job_id)
-        _finish(job_id, worker, JobState.FAILED, "The job stopped on an unexpected error; it has been logged.")
+        _give_up(job, worker, "The job stopped on an unexpected error; it has been logged.")
     else:
         _finish(job_id, worker, JobState.SUCCEEDED)
 

@@ -44,9 +44,11 @@ def store_record_file(job: Job, worker: str) -> None:
     db.session.commit()
 
 
-def mark_failed(job: Job, description: str) -> None:
-    """When the job gives up, the record says its file failed (it can be deleted and posted again)."""
+def abandon(job: Job) -> None:
+    """When the job fails or is cancelled, the record says its file failed (it can be deleted and posted
+    again), and the staged upload goes."""
     record = db.session.get(Record, uuid.UUID(job.params["record_id"]))
     if record is not None and record.file_status == FileStatus.PENDING:
         record.file_status = FileStatus.FAILED
         db.session.commit()
+    store.delete_quietly(job.params["staged_key"])
