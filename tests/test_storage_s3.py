@@ -87,13 +87,24 @@ def test_deleting_a_record_deletes_its_object(s3_app, posted, s3):
     assert missing.value.response["Error"]["Code"] == "404"
 
 
-def test_deleting_a_script_deletes_its_objects(s3_app, posted, s3):
-    """DELETE of the script removes its records' objects."""
-    client, script, record, _ = posted
-    s3.head_object(Bucket=s3_app.config["S3_BUCKET"], Key=record["record_file"])
+def test_deleting_a_script_deletes_its_objects_in_batches(s3_app, posted, s3, monkeypatch):
+    """DELETE of the script removes its records' objects, many per request (here 2 per batch)."""
+    from webapp.storage import S3Backend
+
+    client, script, _, _ = posted
+    for second in (1, 2, 3):
+        form = record_form(timestamp=f"2024-05-01T12:00:0{second}Z", record_file=(io.BytesIO(b"x"), "x.txt"))
+        wait_for_file(client, client.post(f"/api/scripts/id/{script['id']}/records", data=form).json)
+    prefix = f"records/{script['id']}/"
+    assert s3.list_objects_v2(Bucket=s3_app.config["S3_BUCKET"], Prefix=prefix)["KeyCount"] == 4
+    monkeypatch.setattr(S3Backend, "DELETE_BATCH", 2)
+    requests_sent = []
+    s3_app.extensions["object_store"].client.meta.events.register(
+        "before-call.s3.DeleteObjects", lambda **kwargs: requests_sent.append(1)
+    )
     assert client.delete(f"/api/scripts/id/{script['id']}").status_code == 200
-    listed = s3.list_objects_v2(Bucket=s3_app.config["S3_BUCKET"], Prefix=f"records/{script['id']}/")
-    assert listed.get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket=s3_app.config["S3_BUCKET"], Prefix=prefix).get("KeyCount", 0) == 0
+    assert len(requests_sent) == 2
 
 
 def test_unreachable_object_store_is_503_and_stores_nothing(tmp_path, postgresql_url):

@@ -50,7 +50,7 @@ class Backend(Protocol):
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
     def open(self, key: str) -> BinaryIO: ...  # FileNotFoundError when there is no such key
     def move(self, source: str, target: str) -> None: ...
-    def delete(self, key: str) -> None: ...
+    def delete(self, keys: list[str]) -> None: ...  # missing keys are no error
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str: ...
 
 
@@ -108,8 +108,9 @@ class LocalBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path_of(source), path)
 
-    def delete(self, key: str) -> None:
-        self.path_of(key).unlink(missing_ok=True)
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self.path_of(key).unlink(missing_ok=True)
 
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
         token = self.signer.dumps(
@@ -130,6 +131,8 @@ class LocalBackend:
 
 class S3Backend:
     """Files in an S3 bucket; downloads through presigned URLs signed for the public endpoint."""
+
+    DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
     def __init__(self, bucket: str, endpoint_url: str | None, public_endpoint_url: str | None, region: str):
         import boto3
@@ -180,8 +183,14 @@ class S3Backend:
         self.client.copy({"Bucket": self.bucket, "Key": source}, self.bucket, target)
         self.client.delete_object(Bucket=self.bucket, Key=source)
 
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+    def delete(self, keys: list[str]) -> None:
+        failed = []
+        for start in range(0, len(keys), self.DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start : start + self.DELETE_BATCH]]
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            failed += [f"{error['Key']} ({error.get('Code')})" for error in answer.get("Errors", [])]
+        if failed:
+            raise OSError(f"The object store kept {len(failed)} of {len(keys)} objects: {', '.join(failed[:10])}")
 
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
         return self.public_client.generate_presigned_url(
@@ -222,12 +231,12 @@ class ObjectStore:
         """The backend of the current app."""
         return current_app.extensions["object_store"]
 
-    def delete_quietly(self, key: str) -> None:
-        """Delete ``key``, logging rather than raising when the store fails (an orphan is harmless)."""
+    def delete_quietly(self, *keys: str) -> None:
+        """Delete ``keys``, logging rather than raising when the store fails (an orphan is harmless)."""
         try:
-            self.backend.delete(key)
+            self.backend.delete(list(keys))
         except Exception:
-            log.exception("Could not delete stored file %s", key)
+            log.exception("Could not delete %d stored file(s): %s", len(keys), ", ".join(keys[:3]))
 
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
         """A short-lived URL serving ``key`` under ``file_name``."""

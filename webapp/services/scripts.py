@@ -65,8 +65,7 @@ def delete_script(script_id: uuid.UUID) -> Script:
     ).all()
     delete(script, "The script could not be deleted.")
     # Files go after the commit: a failed commit must not lose files, and an orphaned file is harmless.
-    for key in keys:
-        store.delete_quietly(key)
+    store.delete_quietly(*keys)
     return script
 
 
