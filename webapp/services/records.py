@@ -293,7 +293,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
 def _insert_step_by_step(known: KnownReferences, script_id: uuid.UUID, values: dict, record: dict) -> tuple:
     """Resolve the record's references one by one (404, 422), then insert it (a duplicate fails the flush);
     fills ``record`` and returns the script's and dataset's names."""
-    known.forget(script_id)
+    known.forget(script_id)  # a deleted script must not stay known when get_script answers 404
     script = known.remember(get_script(script_id))
     references = RecordReferences(script)
     record.update(references.row(values))
