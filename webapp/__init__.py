@@ -20,7 +20,9 @@ object store is unreachable the POST is 503 and nothing is stored.
 
 **Other choices**: DELETE answers 200 with the deleted object. Text may not hold NUL characters or unpaired
 surrogates, JSON fields may nest at most 64 levels and hold no NaN or Infinity (422). Concurrent requests that
-collide in the database get 409 with `Retry-After`. Bulk uploads answer 202 with a job to poll at `/api/jobs`.
+collide in the database get 409 with `Retry-After`; a request whose database connection was lost gets 503 with
+`Retry-After`. Bulk uploads answer 202 with a job to poll at `/api/jobs`; cancelling a job deletes its staged
+upload, and a record whose file job is cancelled says its file `failed`.
 
 **Credentials**: send `Authorization: Bearer <token>` (or `X-API-Key: <token>`). Reads need the `reader`
 role, writes `writer`; a deployment may open reads to anonymous callers. Get a token with `POST /api/tokens`
