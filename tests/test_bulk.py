@@ -216,6 +216,32 @@ def test_a_cancelled_or_failed_upload_leaves_no_staged_file(client, app, referen
     assert [path.exists() for path in staged.values()] == [False, False]
 
 
+def test_a_database_failure_during_a_job_is_retried_not_fatal(client, app, reference, script, bulk_url, monkeypatch):
+    """A lost database connection while a job runs puts it back in the queue with its upload; it then succeeds."""
+    from sqlalchemy.exc import OperationalError
+
+    from webapp.extensions import queue, store
+    from webapp.models import JobKind
+    from webapp.services import bulk, jobs
+
+    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the test runs the job itself
+    job = post_bulk(client, bulk_url, ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"}), "rows.ndjson").json
+    staged = store.backend.path_of(db_job(job["id"]).params["key"])
+
+    def connection_lost(job, worker):
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
+
+    monkeypatch.setattr(jobs, "_handlers", lambda: {JobKind.BULK_RECORDS: connection_lost})
+    jobs.run_job(uuid.UUID(job["id"]), "test-worker")
+    retried = client.get(f"/api/jobs/{job['id']}").json
+    assert retried["state"] == "queued" and "database" in retried["error_description"]
+    assert staged.is_file()
+    monkeypatch.setattr(jobs, "_handlers", lambda: {JobKind.BULK_RECORDS: bulk.ingest})
+    jobs.run_job(uuid.UUID(job["id"]), "test-worker")
+    done = client.get(f"/api/jobs/{job['id']}").json
+    assert (done["state"], done["inserted"]) == ("succeeded", 1)
+
+
 def test_jobs_outlive_their_script(client, reference, script, bulk_url):
     """Deleting a script deletes its records but keeps its jobs."""
     job = finished(

@@ -77,10 +77,18 @@ def test_plain_forms_are_split_without_werkzeugs_parser(monkeypatch):
         parse(FormDataParser, BODIES[name])
 
 
-@pytest.mark.parametrize("limits", [{"parts": 2}, {"memory": 4}])
-def test_forms_over_a_limit_are_refused_as_werkzeug_refuses_them(limits):
-    """Too many parts, or a field over the memory limit: 413, as werkzeug answers."""
-    body = form(field("a", b"12345"), field("b", b"2"), field("c", b"3"))
+@pytest.mark.parametrize(
+    ("limits", "parts"),
+    [
+        ({"parts": 2}, [field("a", b"1"), field("b", b"2"), field("c", b"3")]),
+        ({"memory": 4}, [field("a", b"12345")]),
+        ({"memory": 64}, [field("f", b"x" * 100, params='; filename="a.bin"')]),
+    ],
+    ids=["parts", "field memory", "body memory"],
+)
+def test_forms_over_a_limit_are_refused_as_werkzeug_refuses_them(limits, parts):
+    """Too many parts, or a body over the memory limit (even one holding only a file): 413, as werkzeug answers."""
+    body = form(*parts)
     for parser_class in (FormDataParser, formparser.FormDataParser):
         with pytest.raises(RequestEntityTooLarge):
             parse(parser_class, body, **limits)

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.common.fields import iso_utc
@@ -89,8 +89,9 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float = 1.0) -> None:
     less than ``idle_seconds`` is used unchecked, as HikariCP does: under load, the ping was a round trip
     per request."""
 
+    @event.listens_for(engine, "connect")
     @event.listens_for(engine, "checkin")
-    def on_checkin(_dbapi_connection, record):
+    def on_connect_or_checkin(_dbapi_connection, record):
         record.info["returned_at"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
@@ -100,6 +101,10 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float = 1.0) -> None:
                 engine.dialect.do_ping(dbapi_connection)
             except Exception as exc:
                 raise DisconnectionError("The pooled connection was dropped by the server.") from exc
+
+
+# PostgreSQL's deadlock, serialization failure and lock timeout.
+COLLISION_SQLSTATES = {"40P01", "40001", "55P03"}
 
 
 class Database:
@@ -134,6 +139,16 @@ class Database:
         if self.is_postgresql:
             return type_coerce(column, JSONB).contains(pattern)
         return func.json_contains(column, json.dumps(pattern)) == 1
+
+    @staticmethod
+    def is_collision(exc: DBAPIError) -> bool:
+        """True when concurrent work collided (a deadlock, a serialization failure, a lock timeout)."""
+        return getattr(exc.orig, "sqlstate", None) in COLLISION_SQLSTATES
+
+    @classmethod
+    def is_transient(cls, exc: DBAPIError) -> bool:
+        """True when a retry may succeed: the connection was lost, or concurrent work collided."""
+        return exc.connection_invalidated or cls.is_collision(exc)
 
     @staticmethod
     def is_unique_violation(exc: IntegrityError) -> bool:

@@ -11,6 +11,8 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from webapp.database import Database
+
 log = logging.getLogger(__name__)
 
 
@@ -143,17 +145,13 @@ def handle_api_error(error: APIError):
     return error_response(error.status_code, error.description, error.errors, error.headers)
 
 
-# PostgreSQL's deadlock, serialization failure and lock timeout: concurrent requests collided; a retry succeeds.
-TRANSIENT_SQLSTATES = {"40P01", "40001", "55P03"}
-
-
 def handle_database_error(error: DBAPIError):
     """Concurrent requests that collided in the database are a 409 to retry, a connection the database
     dropped is a 503 to retry (the pool replaces it); anything else is a bug."""
     if error.connection_invalidated:
         log.warning("The database dropped a connection: %s", error.orig)
         return error_response(503, "The database connection was lost; retry the request.", headers={"Retry-After": "1"})
-    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+    if Database.is_collision(error):
         return error_response(
             409, "A concurrent change collided with this request; retry it.", headers={"Retry-After": "1"}
         )

@@ -184,10 +184,23 @@ class S3Backend:
         self.client.delete_object(Bucket=self.bucket, Key=source)
 
     def delete(self, keys: list[str]) -> None:
+        if len(keys) == 1:
+            self.client.delete_object(Bucket=self.bucket, Key=keys[0])
+            return
+        from botocore.exceptions import ClientError
+
         failed = []
         for start in range(0, len(keys), self.DELETE_BATCH):
-            batch = [{"Key": key} for key in keys[start : start + self.DELETE_BATCH]]
-            answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            batch = keys[start : start + self.DELETE_BATCH]
+            try:
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+                )
+            except ClientError:
+                # Some S3-compatible stores lack DeleteObjects or refuse its checksum: one request per key.
+                for key in batch:
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                continue
             failed += [f"{error['Key']} ({error.get('Code')})" for error in answer.get("Errors", [])]
         if failed:
             raise OSError(f"The object store kept {len(failed)} of {len(keys)} objects: {', '.join(failed[:10])}")

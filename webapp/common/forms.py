@@ -25,7 +25,9 @@ class FormDataParser(formparser.FormDataParser):
 
     def parse(self, stream, mimetype, content_length, options=None):
         boundary = (options or {}).get("boundary", "")
-        small = bool(content_length) and content_length <= SMALL_FORM_BYTES
+        # werkzeug refuses (413) a body part over the memory limit: such bodies are left to it.
+        limit = min(SMALL_FORM_BYTES, self.max_form_memory_size or SMALL_FORM_BYTES)
+        small = bool(content_length) and content_length <= limit
         if mimetype != "multipart/form-data" or not small or not boundary or not boundary.isascii():
             return super().parse(stream, mimetype, content_length, options)
         body = stream.read()
@@ -58,8 +60,6 @@ class FormDataParser(formparser.FormDataParser):
                 return None
             if filename is not None:
                 files.append((name, FileStorage(io.BytesIO(data), filename, name, headers=headers)))
-            elif self.max_form_memory_size is not None and len(data) > self.max_form_memory_size:
-                return None
             else:
                 fields.append((name, data.decode(_CHARSETS.get_part_charset(headers), "replace")))
         return fields, files

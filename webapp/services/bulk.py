@@ -176,9 +176,9 @@ def ingest(job: Job, worker: str) -> None:
     store.delete_quietly(params["key"])
 
 
-def abandon(job: Job) -> None:
-    """When the job fails or is cancelled, its staged upload goes (the rows stored so far stay)."""
-    store.delete_quietly(job.params["key"])
+def abandon(job: Job) -> list[str]:
+    """When the job fails or is cancelled, its staged upload is to go (the rows stored so far stay)."""
+    return [job.params["key"]]
 
 
 def _store_chunk(job: Job, worker: str, references: RecordReferences, associated: set, chunk: Chunk) -> None:

@@ -14,9 +14,10 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from webapp.errors import ConflictError
-from webapp.extensions import db, queue
+from webapp.extensions import db, queue, store
 from webapp.models import Job, JobState, UTCDateTime, utcnow
 from webapp.services.common import get_or_404
 
@@ -52,9 +53,10 @@ def _abandon_hooks() -> dict[str, Callable]:
     return {JobKind.BULK_RECORDS: bulk.abandon, JobKind.RECORD_FILE: record_files.abandon}
 
 
-def _abandon(job: Job) -> None:
-    """Tidy up after a job that failed or was cancelled: its staged upload goes, a record's file is failed."""
-    _abandon_hooks()[job.kind](job)
+def _abandon(job: Job) -> list[str]:
+    """Tidy up, in the session's transaction, after a job that failed or was cancelled (a record's file is
+    failed); the staged keys to delete once that is committed."""
+    return _abandon_hooks()[job.kind](job)
 
 
 def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
@@ -92,12 +94,14 @@ def cancel_job(job_id: uuid.UUID) -> Job:
         .where(Job.id == job_id, Job.state.in_(JobState.ACTIVE))
         .values(state=JobState.CANCELLED, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
     )
-    db.session.commit()
     if result.rowcount != 1:
+        db.session.rollback()
         db.session.refresh(job)
         raise ConflictError(f"The job has already ended ({job.state}); there is nothing to cancel.")
+    staged = _abandon(job)
+    db.session.commit()
+    store.delete_quietly(*staged)
     db.session.refresh(job)
-    _abandon(job)
     return job
 
 
@@ -161,6 +165,7 @@ def renew_lease(job: Job, worker: str, **counters) -> None:
 
 
 def _finish(job_id: uuid.UUID, worker: str, state: str, description: str | None = None) -> bool:
+    """End the job if ``worker`` still holds it, committing with whatever the session holds; else roll back."""
     result = db.session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.lease_owner == worker)
@@ -172,8 +177,11 @@ def _finish(job_id: uuid.UUID, worker: str, state: str, description: str | None 
             lease_expires_at=None,
         )
     )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
     db.session.commit()
-    return result.rowcount == 1
+    return True
 
 
 def _retry_later(job: Job, worker: str, reason: str) -> None:
@@ -196,9 +204,22 @@ def _retry_later(job: Job, worker: str, reason: str) -> None:
 
 
 def _give_up(job: Job, worker: str, description: str) -> None:
-    # Only the runner that ends the job tidies up: one whose lease was taken over leaves the work alone.
+    # The tidy-up commits with the job's end, and only for the runner that ends it: one whose lease was
+    # taken over leaves the work alone.
+    staged = _abandon(job)
     if _finish(job.id, worker, JobState.FAILED, description):
-        _abandon(job)
+        store.delete_quietly(*staged)
+
+
+def _run_handler(job: Job, worker: str) -> None:
+    """Run the job's handler; a database failure a retry may cure (a lost connection, a deadlock) is to be
+    retried later, like an object store failure, not the end of the job."""
+    try:
+        _handlers()[job.kind](job, worker)
+    except DBAPIError as exc:
+        if not db.is_transient(exc):
+            raise
+        raise RetryLater(f"The database failed meanwhile ({type(exc.orig).__name__}).") from exc
 
 
 def run_job(job_id: uuid.UUID, worker: str) -> None:
@@ -211,7 +232,7 @@ def run_job(job_id: uuid.UUID, worker: str) -> None:
         _give_up(job, worker, job.error_description or f"The job was started {max_attempts} times without ending.")
         return
     try:
-        _handlers()[job.kind](job, worker)
+        _run_handler(job, worker)
     except LeaseLost:
         db.session.rollback()
         log.info("Job %s was cancelled or taken over; stopping", job_id)

@@ -44,11 +44,10 @@ def store_record_file(job: Job, worker: str) -> None:
     db.session.commit()
 
 
-def abandon(job: Job) -> None:
+def abandon(job: Job) -> list[str]:
     """When the job fails or is cancelled, the record says its file failed (it can be deleted and posted
-    again), and the staged upload goes."""
+    again); the staged upload is to go."""
     record = db.session.get(Record, uuid.UUID(job.params["record_id"]))
     if record is not None and record.file_status == FileStatus.PENDING:
         record.file_status = FileStatus.FAILED
-        db.session.commit()
-    store.delete_quietly(job.params["staged_key"])
+    return [job.params["staged_key"]]
