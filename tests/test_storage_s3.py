@@ -107,6 +107,21 @@ def test_deleting_a_script_deletes_its_objects_in_batches(s3_app, posted, s3, mo
     assert len(requests_sent) == 2
 
 
+def test_deleting_falls_back_to_one_request_per_key_where_batches_are_refused(s3_app, posted, s3):
+    """An S3-compatible store without DeleteObjects (or refusing its checksum) still has the files deleted."""
+    client, script, _, _ = posted
+    form = record_form(timestamp="2024-05-01T12:00:01Z", record_file=(io.BytesIO(b"x"), "x.txt"))
+    wait_for_file(client, client.post(f"/api/scripts/id/{script['id']}/records", data=form).json)
+
+    def refuse(**kwargs):
+        raise ClientError({"Error": {"Code": "NotImplemented", "Message": "no batch deletes"}}, "DeleteObjects")
+
+    s3_app.extensions["object_store"].client.meta.events.register("before-call.s3.DeleteObjects", refuse)
+    assert client.delete(f"/api/scripts/id/{script['id']}").status_code == 200
+    listed = s3.list_objects_v2(Bucket=s3_app.config["S3_BUCKET"], Prefix=f"records/{script['id']}/")
+    assert listed.get("KeyCount", 0) == 0
+
+
 def test_unreachable_object_store_is_503_and_stores_nothing(tmp_path, postgresql_url):
     """When the S3 server cannot be reached, the POST is 503 and leaves no record behind."""
     from tests.conftest import empty_tables
