@@ -244,12 +244,13 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     """
     known = known_references()
     script_name = known.script_name(script_id)
-    record = {"id": new_id(), "created_at": utcnow(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
+    record = {"id": new_id(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
     dataset_name = record_dataset_name(values, script_name, record["collection_date"])
     job = None
     try:
         if upload is not None:
             job = stage_file(script_id, record, upload)
+        record["created_at"] = utcnow()  # after the upload, which may take minutes
         # One statement stores the usual record; no duplicate check up front, the unique key decides.
         ids = db.session.execute(
             db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, tuple(_RESOLVED_BY_NAME)),
