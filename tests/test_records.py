@@ -48,6 +48,17 @@ def test_later_records_of_a_dataset_are_stored_like_the_first(client, reference,
     assert [json.loads(line)["id"] for line in listed] == [first["id"], second["id"]]
 
 
+def test_a_record_of_a_new_experiment_in_an_existing_dataset_associates_it(client, reference, script, records_url):
+    """A dataset that already holds records of one experiment gets a record of another: both are associated."""
+    other = client.post("/api/experiments", json={"experiment_name": "Heat 2024"}).json
+    client.post(f"/api/experiments/id/{other['id']}/seasons", json={"season_name": "Summer"})
+    client.post(records_url, data=record_form())
+    record = client.post(records_url, data=record_form(timestamp="2024-05-01T13:00:00Z", experiment_name="Heat 2024"))
+    assert record.json["experiment_id"] == other["id"]
+    experiments = client.get(f"/api/scripts/id/{script['id']}/experiments").json
+    assert [e["experiment_name"] for e in experiments] == ["Drought 2024", "Heat 2024"]
+
+
 def test_a_renamed_script_files_new_records_under_its_new_name(client, reference, script, records_url):
     """The default dataset follows the script's current name, also right after a rename."""
     client.post(records_url, data=record_form())

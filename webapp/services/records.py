@@ -28,6 +28,9 @@ from webapp.models import (
     ScriptRun,
     Season,
     Site,
+    dataset_experiments,
+    script_datasets,
+    script_experiments,
     utcnow,
 )
 from webapp.services import jobs
@@ -89,7 +92,8 @@ PLACES_BY_NAME = (
 )
 
 # Every column of a new record, the ids looked up by name in the same statement. It selects nothing when a
-# name is unknown, the script has another name than the one given, or the run belongs to another script.
+# name is unknown, the script has another name than the one given, the run belongs to another script, or the
+# script, dataset and experiment are not associated yet (the first record of each combination associates them).
 _RESOLVED_BY_NAME = {
     "script_id": Script.id,
     "dataset_id": Dataset.id,
@@ -108,6 +112,15 @@ RECORD_BY_NAMES = (
     .where(
         bindparam("script_run_id", type_=Uuid()).is_(None)
         | exists().where(ScriptRun.id == bindparam("script_run_id"), ScriptRun.script_id == Script.id)
+    )
+    .where(
+        exists().where(script_datasets.c.script_id == Script.id, script_datasets.c.dataset_id == Dataset.id),
+        exists().where(
+            script_experiments.c.script_id == Script.id, script_experiments.c.experiment_id == Experiment.id
+        ),
+        exists().where(
+            dataset_experiments.c.dataset_id == Dataset.id, dataset_experiments.c.experiment_id == Experiment.id
+        ),
     )
 )
 FILE_COLUMNS = ("record_file", "file_name", "file_size", "file_sha256", "file_content_type", "file_status")
@@ -188,53 +201,39 @@ class RecordReferences:
         return self._runs[run_id]
 
 
-class KnownReferences:
-    """What this process has seen exist, so most record POSTs are stored in one statement: script names,
-    and the script–dataset–experiment associations.
+class KnownScripts:
+    """Script names this process has seen, so most record POSTs need no script lookup of their own (the
+    default dataset name is made from the script's name).
 
-    Both are hints, never trusted alone. The insert checks the script's name itself (a renamed or deleted
-    script makes it store nothing, and the record takes the step-by-step path). An association only goes
-    when its script, dataset or experiment goes, and then the insert fails its own lookups.
+    Only hints: the insert checks the name itself, so a renamed or deleted script makes it store nothing and
+    the record takes the step-by-step path, which looks the script up again.
     """
 
-    LIMIT = 10_000  # entries of each kind; past it they are forgotten and learnt again
+    LIMIT = 10_000  # past it they are forgotten and learnt again
 
     def __init__(self):
-        self.script_names: dict[uuid.UUID, str] = {}
-        self.associations: set[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = set()
+        self.names: dict[uuid.UUID, str] = {}
 
     def script_name(self, script_id: uuid.UUID) -> str:
         """The script's name as last seen, else looked up (404)."""
-        name = self.script_names.get(script_id)
+        name = self.names.get(script_id)
         return name if name is not None else self.remember(get_script(script_id)).script_name
 
     def remember(self, script: Script) -> Script:
-        if len(self.script_names) >= self.LIMIT:
-            self.script_names.clear()
-        self.script_names[script.id] = script.script_name
+        if len(self.names) >= self.LIMIT:
+            self.names.clear()
+        self.names[script.id] = script.script_name
         return script
 
     def forget(self, script_id: uuid.UUID) -> None:
-        self.script_names.pop(script_id, None)
-
-    def associate(self, script_id: uuid.UUID, dataset_id: uuid.UUID, experiment_id: uuid.UUID) -> tuple:
-        """Associate the three in the session's transaction unless known; what to ``learn`` after commit."""
-        triple = (script_id, dataset_id, experiment_id)
-        if triple not in self.associations:
-            associate(*triple)
-        return triple
-
-    def learn(self, association: tuple) -> None:
-        if len(self.associations) >= self.LIMIT:
-            self.associations.clear()
-        self.associations.add(association)
+        self.names.pop(script_id, None)
 
 
-def known_references() -> KnownReferences:
-    """This app's ``KnownReferences``."""
-    known = current_app.extensions.get("known_record_references")
+def known_scripts() -> KnownScripts:
+    """This app's ``KnownScripts``."""
+    known = current_app.extensions.get("known_scripts")
     if known is None:
-        known = current_app.extensions["known_record_references"] = KnownReferences()
+        known = current_app.extensions["known_scripts"] = KnownScripts()
     return known
 
 
@@ -242,7 +241,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     """Store one record and return it with its names; an attached file is staged and handed to a worker
     (``file_status`` pending). 409 for a duplicate; when any step fails nothing is left behind.
     """
-    known = known_references()
+    known = known_scripts()
     script_name = known.script_name(script_id)
     record = {"id": new_id(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
     dataset_name = record_dataset_name(values, script_name, record["collection_date"])
@@ -268,7 +267,6 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
             # Something is unknown, changed or a duplicate, or the dataset is new: go step by step, which
             # says what is wrong, or creates the dataset.
             script_name, dataset_name = _insert_step_by_step(known, script_id, values, record)
-        association = known.associate(script_id, record["dataset_id"], record["experiment_id"])
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
@@ -280,7 +278,6 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
                 raise ConflictError("Something this record refers to changed meanwhile; try again.") from exc
             raise duplicate_error() from exc
         raise
-    known.learn(association)
     if job is not None:
         jobs.dispatch(job)
     return {
@@ -291,13 +288,14 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     }
 
 
-def _insert_step_by_step(known: KnownReferences, script_id: uuid.UUID, values: dict, record: dict) -> tuple:
-    """Resolve the record's references one by one (404, 422), then insert it (a duplicate fails the flush);
-    fills ``record`` and returns the script's and dataset's names."""
+def _insert_step_by_step(known: KnownScripts, script_id: uuid.UUID, values: dict, record: dict) -> tuple:
+    """Resolve the record's references one by one (404, 422), associate them, then insert it (a duplicate
+    fails the flush); fills ``record`` and returns the script's and dataset's names."""
     known.forget(script_id)  # a deleted script must not stay known when get_script answers 404
     script = known.remember(get_script(script_id))
     references = RecordReferences(script)
     record.update(references.row(values))
+    associate(script_id, record["dataset_id"], record["experiment_id"])
     db.session.add(Record(**record))
     db.session.flush()
     return script.script_name, record_dataset_name(values, script.script_name, record["collection_date"])
