@@ -150,8 +150,8 @@ def test_upload_over_the_configured_limit_is_413(tmp_path, database_url, referen
     assert client.get("/api/jobs").json == []
 
 
-def test_idempotency_key_returns_the_same_job_and_refuses_another_file(client, reference, script, bulk_url):
-    """The same key and file give the same job; the same key with another file is 409."""
+def test_idempotency_key_returns_the_same_job_and_refuses_another_file(client, app, reference, script, bulk_url):
+    """The same key and file give the same job; the same key with another file is 409; keys are per caller."""
     rows = ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"})
     first = post_bulk(client, bulk_url, rows, "rows.ndjson", headers={"Idempotency-Key": "upload-1"})
     again = post_bulk(client, bulk_url, rows, "rows.ndjson", headers={"Idempotency-Key": "upload-1"})
@@ -161,6 +161,10 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_file(client, r
     assert other.status_code == 409
     assert client.get("/api/jobs").headers["X-Total-Count"] == "1"
     assert finished(client, first)["inserted"] == 1
+    # Keys belong to their caller: another account's same key is another upload.
+    someone_else = token_client(app, make_token(app, "writer"))
+    theirs = post_bulk(someone_else, bulk_url, rows + rows, "rows.ndjson", headers={"Idempotency-Key": "upload-1"})
+    assert theirs.status_code == 202 and theirs.json["id"] != first.json["id"]
 
 
 def test_chunks_commit_counts_and_keep_only_the_first_100_errors(client, app, reference, script, bulk_url, monkeypatch):

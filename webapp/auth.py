@@ -13,6 +13,7 @@ import uuid
 from flask import Flask, current_app, g, request, session
 
 from webapp.errors import ForbiddenError, UnauthorizedError
+from webapp.extensions import db
 from webapp.models import Account, Role
 from webapp.services import accounts
 
@@ -37,8 +38,8 @@ def register_auth(app: Flask) -> None:
 
 
 def authorize_request() -> None:
-    """Find the caller (``g.account``, ``g.role``) and refuse the request when they may not make it."""
-    g.account, g.role = None, None
+    """Find the caller (``g.account_id``, ``g.role``) and refuse the request when they may not make it."""
+    g.account, g.account_id, g.role = None, None, None
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
     if request.endpoint.startswith("admin."):
@@ -46,7 +47,7 @@ def authorize_request() -> None:
         return
     _from_headers() or _from_session(check_csrf=request.method not in SAFE_METHODS)
     needed = Role.READER if request.method in SAFE_METHODS or request.endpoint.startswith("tokens.") else Role.WRITER
-    if g.account is None:
+    if g.account_id is None:
         if needed == Role.READER and current_app.config["ANONYMOUS_READ"]:
             return
         raise UnauthorizedError(
@@ -66,7 +67,7 @@ def _from_headers() -> bool:
         account = accounts.check_password(authorization.username or "", authorization.password or "")
         if account is None:
             raise UnauthorizedError("Wrong email or password.")
-        g.account, g.role = account, account.role
+        g.account, g.account_id, g.role = account, account.id, account.role
         return True
     secret = authorization.token if authorization is not None and authorization.type == "bearer" else None
     secret = secret or request.headers.get("X-API-Key")
@@ -74,11 +75,11 @@ def _from_headers() -> bool:
         raise UnauthorizedError("Unsupported Authorization scheme: use Bearer.")
     if secret is None:
         return False
-    token = accounts.token_for_secret(secret)
-    if token is None:
+    grant = accounts.token_grant(secret)
+    if grant is None:
         raise UnauthorizedError("The token is unknown, revoked or expired.")
     # A token never has more rights than its account has now.
-    g.account, g.role = token.account, min(token.role, token.account.role, key=Role.ORDER.index)
+    g.account_id, g.role = grant.account_id, min(grant.role, grant.account_role, key=Role.ORDER.index)
     return True
 
 
@@ -87,16 +88,21 @@ def _from_session(check_csrf: bool) -> bool:
     account_id = session.get("account_id")
     if account_id is None:
         return False
-    from webapp.extensions import db
-
     account = db.session.get(Account, uuid.UUID(account_id))
     if account is None:
         session.clear()
         return False
     if check_csrf and not valid_csrf(request.headers.get(CSRF_HEADER)):
         raise ForbiddenError(f"Requests made with the admin session must send the {CSRF_HEADER} header.")
-    g.account, g.role = account, account.role
+    g.account, g.account_id, g.role = account, account.id, account.role
     return True
+
+
+def current_account() -> Account | None:
+    """The caller's account, loaded on first use: most requests need only ``g.role``."""
+    if g.account is None and g.account_id is not None:
+        g.account = db.session.get(Account, g.account_id)
+    return g.account
 
 
 def csrf_token() -> str:

@@ -4,6 +4,7 @@ PostgreSQL is the production database; SQLite is the embedded default. Code else
 asks this module for the few things that differ (connection setup, JSON containment).
 """
 
+import contextlib
 import functools
 import json
 import sqlite3
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
@@ -128,6 +129,13 @@ class Database:
     def engine(self) -> Engine:
         """The engine of the current app."""
         return current_app.extensions["database"]
+
+    @contextlib.contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection outside the session's transaction on which each statement commits by itself: one
+        round trip for a lookup or a one-statement write, without BEGIN and COMMIT around it."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
 
     @property
     def is_postgresql(self) -> bool:

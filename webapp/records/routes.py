@@ -4,7 +4,7 @@ import logging
 import uuid
 
 import orjson
-from flask import Response, current_app, redirect, request, url_for
+from flask import Response, current_app, g, redirect, request, url_for
 from flask.views import MethodView
 
 from webapp.common.api import Blueprint
@@ -87,11 +87,15 @@ class ScriptRecordsBulk(MethodView):
         """Queue a bulk upload of records; answers 202 at once with the job to poll.
 
         An `Idempotency-Key` header makes a retried POST return the same job; the same key with another file
-        is 409.
+        is 409. Keys belong to the caller's account: another account's same key is another upload.
         """
         upload = form.pop("file")
         job, _ = bulk.create_bulk_job(
-            script_id, upload, form, idempotency_key=request.headers.get("Idempotency-Key") or None
+            script_id,
+            upload,
+            form,
+            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            requested_by=str(g.account_id),
         )
         return job, 202, {"Location": url_for("jobs.JobById", job_id=job.id)}
 

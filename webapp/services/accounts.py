@@ -5,7 +5,7 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.errors import ForbiddenError, NotFoundError
@@ -19,7 +19,19 @@ _UNKNOWN_ACCOUNT_HASH = generate_password_hash(secrets.token_urlsafe(16))
 
 
 # Built once: every API request looks its token up.
-TOKEN_BY_HASH = select(ApiToken).where(ApiToken.token_hash == bindparam("token_hash"))
+TOKEN_GRANT = (
+    select(
+        ApiToken.id,
+        ApiToken.account_id,
+        ApiToken.role,
+        ApiToken.expires_at,
+        ApiToken.revoked_at,
+        ApiToken.last_used_at,
+        Account.role.label("account_role"),
+    )
+    .join(Account, Account.id == ApiToken.account_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
 
 
 def hash_token(secret: str) -> str:
@@ -90,16 +102,20 @@ def create_token(account: Account, name: str, role: str | None = None, expires_i
     return token, secret
 
 
-def token_for_secret(secret: str) -> ApiToken | None:
-    """The live token with that secret: not revoked, not expired."""
-    token = db.session.scalar(TOKEN_BY_HASH, {"token_hash": hash_token(secret)})
-    now = utcnow()
-    if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
-        return None
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
-        token.last_used_at = now  # at most one write every few minutes per token
-        db.session.commit()
-    return token
+def token_grant(secret: str):
+    """The live token with that secret (not revoked, not expired) with its account's current role, or None.
+
+    Read outside the request's transaction: one round trip on every API call.
+    """
+    with db.autocommit() as connection:
+        grant = connection.execute(TOKEN_GRANT, {"token_hash": hash_token(secret)}).first()
+        now = utcnow()
+        if grant is None or grant.revoked_at is not None or (grant.expires_at and grant.expires_at <= now):
+            return None
+        if grant.last_used_at is None or now - grant.last_used_at > timedelta(minutes=5):
+            # At most one write every few minutes per token.
+            connection.execute(update(ApiToken).where(ApiToken.id == grant.id).values(last_used_at=now))
+    return grant
 
 
 def list_tokens(account: Account):

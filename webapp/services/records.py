@@ -245,27 +245,26 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     script_name = known.script_name(script_id)
     record = {"id": new_id(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
     dataset_name = record_dataset_name(values, script_name, record["collection_date"])
+    insert = db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, tuple(_RESOLVED_BY_NAME))
+    names = {**{name: values[name] for name in PLACE_NAMES}, "script_id": script_id, "script_name": script_name}
     job = None
     try:
         if upload is not None:
             job = stage_file(script_id, record, upload)
         record["created_at"] = utcnow()  # after the upload, which may take minutes
-        # One statement stores the usual record; no duplicate check up front, the unique key decides.
-        ids = db.session.execute(
-            db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, tuple(_RESOLVED_BY_NAME)),
-            {
-                **record,
-                **{name: values[name] for name in PLACE_NAMES},
-                "script_id": script_id,
-                "script_name": script_name,
-                "dataset_name": dataset_name,
-            },
-        ).first()
+        # One statement stores the usual record; no duplicate check up front, the unique key decides. Without a
+        # file it is all there is to write, so it commits by itself.
+        params = {**record, **names, "dataset_name": dataset_name}
+        if job is None:
+            with db.autocommit() as connection:
+                ids = connection.execute(insert, params).first()
+        else:
+            ids = db.session.execute(insert, params).first()
         if ids is not None:
             record.update(ids._mapping)
         else:
             # Something is unknown, changed or a duplicate, or the dataset is new: go step by step, which
-            # says what is wrong, or creates the dataset.
+            # says what is wrong, or creates the dataset and the associations.
             script_name, dataset_name = _insert_step_by_step(known, script_id, values, record)
         db.session.commit()
     except Exception as exc:

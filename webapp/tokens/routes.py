@@ -2,9 +2,9 @@
 
 import uuid
 
-from flask import g
 from flask.views import MethodView
 
+from webapp.auth import current_account
 from webapp.common.api import Blueprint
 from webapp.services import accounts
 from webapp.tokens.schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
@@ -23,14 +23,14 @@ class Tokens(MethodView):
     @blp.paginate()
     def get(self):
         """List your tokens, without their secrets."""
-        return accounts.list_tokens(g.account)
+        return accounts.list_tokens(current_account())
 
     @blp.arguments(TokenCreateSchema)
     @blp.response(200, NewTokenSchema)
     @blp.alt_response(403, description="The role asked for exceeds the account's.")
     def post(self, values):
         """Create a token; its secret is in the answer this once."""
-        token, secret = accounts.create_token(g.account, **values)
+        token, secret = accounts.create_token(current_account(), **values)
         return {"id": token.id, "name": token.name, "role": token.role, "token": secret, "expires_at": token.expires_at}
 
 
@@ -40,4 +40,4 @@ class TokenById(MethodView):
     @blp.alt_response(404, description="No token of yours has that id.")
     def delete(self, token_id: uuid.UUID):
         """Revoke a token (admins may revoke anyone's)."""
-        return accounts.revoke_token(token_id, g.account)
+        return accounts.revoke_token(token_id, current_account())
