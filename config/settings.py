@@ -28,6 +28,9 @@ class Settings:
     instance_path: str = field(default_factory=_default_instance_path)
     secret_key: str | None = None
     database_url: str | None = None
+    # Pooled database connections per process. Keep it at least twice gunicorn's threads: a request may hold
+    # two at once, and connections past the pool are opened and closed per use (a PostgreSQL fork each).
+    db_pool_size: int = 20
     # The largest request body accepted, in bytes (413 beyond it).
     max_content_length: int = 5 * 1024**3
     storage_backend: str = "local"  # "local" or "s3"
@@ -73,6 +76,7 @@ class Settings:
 
 
 _INT_FIELDS = {
+    "db_pool_size",
     "max_content_length",
     "download_url_expires",
     "job_lease_seconds",

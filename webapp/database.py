@@ -119,7 +119,7 @@ class Database:
 
     def init_app(self, app) -> None:
         """Create the app's engine from ``DATABASE_URL`` and end the session with each app context."""
-        app.extensions["database"] = make_engine(app.config["DATABASE_URL"])
+        app.extensions["database"] = make_engine(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"])
         app.teardown_appcontext(lambda _exc: self.session.remove())
 
     def _new_session(self) -> Session:
