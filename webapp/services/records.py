@@ -246,7 +246,6 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     record = {"id": new_id(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
     dataset_name = record_dataset_name(values, script_name, record["collection_date"])
     insert = db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, tuple(_RESOLVED_BY_NAME))
-    names = {**{name: values[name] for name in PLACE_NAMES}, "script_id": script_id, "script_name": script_name}
     job = None
     try:
         if upload is not None:
@@ -254,7 +253,13 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
         record["created_at"] = utcnow()  # after the upload, which may take minutes
         # One statement stores the usual record; no duplicate check up front, the unique key decides. Without a
         # file it is all there is to write, so it commits by itself.
-        params = {**record, **names, "dataset_name": dataset_name}
+        params = {
+            **record,
+            **{name: values[name] for name in PLACE_NAMES},
+            "script_id": script_id,
+            "script_name": script_name,
+            "dataset_name": dataset_name,
+        }
         if job is None:
             with db.autocommit() as connection:
                 ids = connection.execute(insert, params).first()
