@@ -1,6 +1,5 @@
 """Record POSTs with a file to the S3 backend (moto), against boto3 uploading the same bytes to the same server."""
 
-import hashlib
 import os
 import tempfile
 import time
@@ -20,17 +19,6 @@ BUCKET = "scriptorium-bench"
 RATIO_TARGET = 0.7
 RSS_TARGET_MB = 50
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def write_random_file(path: Path, size_mb: int) -> str:
-    """Write ``size_mb`` MiB of random bytes to ``path`` one MiB at a time; their SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        for _ in range(size_mb):
-            chunk = os.urandom(support.MB)
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest()
 
 
 def post_file(
@@ -95,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             backend = S3Backend(BUCKET, s3.url, None, "us-east-1")
             backend.ensure_bucket()
             small = tmp / "small.bin"
-            small_sha256 = write_random_file(small, args.file_mb)
+            small_sha256 = support.write_random_file(small, args.file_mb)
             megabytes = args.n * args.file_mb
 
             # The same client configuration and call as the app's S3 backend, warmed up like the app will be.
@@ -129,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 big_mb = big_file_size(args.big_mb, tmp)
                 if big_mb:
                     big = tmp / "big.bin"
-                    big_sha256 = write_random_file(big, big_mb)
+                    big_sha256 = support.write_random_file(big, big_mb)
                     with support.RssWatch(support.worker_pid(server.pid)) as rss:
                         big_seconds = post_file(http, server.url, names, args.n, big, big_sha256)
                     big.unlink()

@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shlex
 import socket
@@ -54,6 +55,17 @@ def form_parts(boundary: str, fields: dict[str, str]) -> str:
     return "".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
     )
+
+
+def write_random_file(path: Path, size_mb: int) -> str:
+    """Write ``size_mb`` MiB of random bytes to ``path`` one MiB at a time; their SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for _ in range(size_mb):
+            chunk = os.urandom(MB)
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 
 def psycopg_url(url: str) -> str:

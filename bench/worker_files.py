@@ -1,7 +1,6 @@
 """Record files posted to gunicorn and stored by a Celery worker on S3 (moto) until every one is ready, against
 boto3 putting the same files to the same server in the same run."""
 
-import hashlib
 import os
 import tempfile
 import time
@@ -32,13 +31,7 @@ def write_random_files(directory: Path, count: int, size_mb: int, prefix: str = 
     files = []
     for number in range(count):
         path = directory / f"{prefix}-{number:04d}.tif"
-        digest = hashlib.sha256()
-        with open(path, "wb") as out:
-            for _ in range(size_mb):
-                chunk = os.urandom(support.MB)
-                digest.update(chunk)
-                out.write(chunk)
-        files.append((path, digest.hexdigest()))
+        files.append((path, support.write_random_file(path, size_mb)))
     return files
 
 
