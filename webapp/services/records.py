@@ -123,6 +123,7 @@ RECORD_BY_NAMES = (
         ),
     )
 )
+RESOLVED_IDS = tuple(_RESOLVED_BY_NAME)  # what the insert returns
 FILE_COLUMNS = ("record_file", "file_name", "file_size", "file_sha256", "file_content_type", "file_status")
 PLACE_NAMES = ("experiment_name", "season_name", "site_name")
 
@@ -245,7 +246,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     script_name = known.script_name(script_id)
     record = {"id": new_id(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
     dataset_name = record_dataset_name(values, script_name, record["collection_date"])
-    insert = db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, tuple(_RESOLVED_BY_NAME))
+    insert = db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, RESOLVED_IDS)
     job = None
     try:
         if upload is not None:
