@@ -135,6 +135,23 @@ def test_patch_script_changes_only_given_fields_and_null_clears(client):
     assert client.patch(f"/api/scripts/id/{uuid.uuid4()}", json={"script_name": "x"}).status_code == 404
 
 
+def test_patch_script_with_experiment_name_adds_an_association(client, script):
+    """PATCH with experiment_name associates the script with that experiment too; an unknown one is 422."""
+    for name in ("E1", "E2"):
+        client.post("/api/experiments", json={"experiment_name": name})
+    path = f"/api/scripts/id/{script['id']}"
+    assert client.patch(path, json={"experiment_name": "E1"}).status_code == 200
+    response = client.patch(path, json={"experiment_name": "E2", "script_url": "https://example.org/s.py"})
+    assert response.status_code == 200
+    assert response.json["script_url"] == "https://example.org/s.py" and "experiment_name" not in response.json
+    assert client.patch(path, json={"experiment_name": "E1"}).status_code == 200  # already associated
+    experiments = client.get(f"{path}/experiments").json
+    assert [e["experiment_name"] for e in experiments] == ["E1", "E2"]
+    unknown = client.patch(path, json={"experiment_name": "nope", "script_name": "renamed"})
+    assert unknown.status_code == 422 and "experiment_name" in unknown.json["errors"]
+    assert client.get(path).json["script_name"] == "canopy-height"
+
+
 def test_runs_of_a_script(client, script):
     """Every POST creates a new run; runs list oldest first; no runs is 404."""
     url = f"/api/scripts/id/{script['id']}/runs"

@@ -35,6 +35,12 @@ class ScriptCreateSchema(ScriptSchema):
 class ScriptUpdateSchema(ScriptSchema):
     """A script's changeable fields, all optional (use with ``partial=True``)."""
 
+    experiment_name = Text(
+        load_only=True,
+        validate=NAME,
+        metadata={"description": "Also associate the script with this experiment, which must exist (else 422)."},
+    )
+
 
 class ScriptQueryArgsSchema(QueryArgsSchema):
     script_name = Text()

@@ -50,9 +50,13 @@ def create_script(values: dict) -> Script:
 
 
 def update_script(script_id: uuid.UUID, values: dict) -> Script:
-    """Change the given fields of a script."""
+    """Change the given fields of a script; ``experiment_name`` adds an association (which must exist: 422)."""
     script = get_script(script_id)
+    experiment_name = values.pop("experiment_name", None)
+    experiment = experiment_by_name(experiment_name) if experiment_name is not None else None
     update_fields(script, values)
+    if experiment is not None:
+        associate(script.id, None, experiment.id)
     commit("The script could not be stored.")
     return script
 
