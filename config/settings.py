@@ -40,6 +40,10 @@ class Settings:
     # Where clients reach the object store; presigned URLs are signed for this host.
     s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # Seconds to wait for the object store to accept a connection, and then for each answer: no request hangs
+    # on a store that is down.
+    s3_connect_timeout: float = 3.0
+    s3_read_timeout: float = 20.0
     download_url_expires: int = 300
     # Background work. Without a broker URL, jobs run on a thread inside the web process (embedded default):
     # a Redis on localhost is never assumed, since it would queue jobs that no worker takes.
@@ -51,6 +55,8 @@ class Settings:
     job_sweep_seconds: int = 15
     job_max_attempts: int = 5
     bulk_chunk_rows: int = 5000
+    # The longest row a bulk file may hold; a longer one fails alone, read past without being held in memory.
+    bulk_max_row_bytes: int = 1024**2
     # Every request needs credentials; with this on, reads (GET) are allowed without them.
     anonymous_read: bool = False
     # When both are set, `scriptorium init` / `serve` make sure this admin account exists.
@@ -83,7 +89,9 @@ _INT_FIELDS = {
     "job_sweep_seconds",
     "job_max_attempts",
     "bulk_chunk_rows",
+    "bulk_max_row_bytes",
 }
+_FLOAT_FIELDS = {"s3_connect_timeout", "s3_read_timeout"}
 
 
 _BOOL_FIELDS = {"anonymous_read", "session_cookie_secure"}
@@ -92,6 +100,8 @@ _BOOL_FIELDS = {"anonymous_read", "session_cookie_secure"}
 def _parse(name: str, raw: str):
     if name in _INT_FIELDS:
         return int(raw)
+    if name in _FLOAT_FIELDS:
+        return float(raw)
     if name in _BOOL_FIELDS:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     return raw

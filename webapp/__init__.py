@@ -43,7 +43,7 @@ from flask import Blueprint, Flask
 
 from config import Settings, load_settings
 from webapp.auth import register_auth
-from webapp.common.forms import Request
+from webapp.common.forms import Request, refuse_encoded_bodies
 from webapp.extensions import api, db, queue, store
 
 API_CONFIG = {
@@ -105,6 +105,7 @@ def register_extensions(app: Flask) -> None:
     api.init_app(app)
     # The in-process queue's sweeper starts with the first request (it also resumes unfinished jobs).
     app.before_request(queue.start)
+    app.before_request(refuse_encoded_bodies)
 
 
 def register_blueprints(app: Flask) -> None:

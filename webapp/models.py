@@ -276,6 +276,9 @@ class Job(HasIdAndCreatedAt, Base):
     # Input items fully handled and committed; a resumed job skips them.
     checkpoint: Mapped[int] = mapped_column(BigInteger, default=0)
     attempts: Mapped[int] = mapped_column(default=0)
+    # Runs in a row whose runner vanished (its lease expired) without getting past ``lost_at_checkpoint``.
+    lost_runs: Mapped[int] = mapped_column(default=0, server_default="0")
+    lost_at_checkpoint: Mapped[int | None] = mapped_column(BigInteger)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,9 +10,12 @@ a limit, goes to werkzeug, so its rules and errors stay the only ones.
 import io
 
 from flask import Request as FlaskRequest
+from flask import request
 from werkzeug import formparser
 from werkzeug.datastructures import FileStorage, Headers
 from werkzeug.http import parse_options_header
+
+from webapp.errors import UnsupportedMediaTypeError
 
 # Bodies up to this size are read whole; werkzeug's own stream factory also keeps those in memory.
 SMALL_FORM_BYTES = 64 * 1024
@@ -79,6 +82,16 @@ def _headers(lines: list[bytes]) -> Headers | None:
                 return None
             pairs.append((name.strip(" \t"), value.strip(" \t")))
     return Headers(pairs)
+
+
+def refuse_encoded_bodies() -> None:
+    """A body sent with a ``Content-Encoding`` is 415: the app decodes none, and must never parse one raw."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {encoding[:40]!r} is not decoded here: send the body uncompressed. A bulk upload may "
+            "be a gzip file itself (e.g. rows.ndjson.gz)."
+        )
 
 
 class Request(FlaskRequest):

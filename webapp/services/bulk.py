@@ -6,8 +6,6 @@ lease, so a resumed job neither stores a row twice nor counts or reports it twic
 a second thread, ahead of the inserts.
 """
 
-import csv
-import io
 import os
 import queue as queues
 import threading
@@ -15,8 +13,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import ijson
-import orjson
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +24,7 @@ from webapp.extensions import db, store
 from webapp.models import Job, JobKind, Record, Script
 from webapp.records.schemas import RecordFieldsSchema
 from webapp.services import jobs
+from webapp.services.bulk_files import UnreadableFile, read_rows
 from webapp.services.jobs import JobFailed, RetryLater, renew_lease
 from webapp.services.records import RecordReferences, content_type_for, sanitise_file_name
 from webapp.services.reference import missing_names
@@ -44,20 +41,29 @@ FORMAT_BY_CONTENT_TYPE = {
     "application/json": "json",
 }
 FORMAT_BY_EXTENSION = {".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv", ".json": "json"}
+GZIP_TYPES = {"application/gzip", "application/x-gzip"}
 ROW_FIELDS = {name: f for name, f in RecordFieldsSchema().fields.items() if not f.dump_only}
+# Keeps one reason short enough to report a hundred of them (a CSV header may name 100,000 unknown columns).
+MAX_REASON_CHARS = 500
 
 
 def detect_format(file_name: str, content_type: str | None) -> str:
-    """The upload's format from its part's content type, else its extension; 415 when neither says."""
-    by_type = FORMAT_BY_CONTENT_TYPE.get((content_type or "").split(";")[0].strip().lower())
+    """The upload's format from its part's content type, else its extension (a ``.gz`` after it says only that
+    the file is compressed, which the worker sees from its first bytes anyway); 415 when neither says."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    by_type = FORMAT_BY_CONTENT_TYPE.get(media_type)
     if by_type:
         return by_type
-    by_extension = FORMAT_BY_EXTENSION.get(os.path.splitext(file_name or "")[1].lower())
+    stem, extension = os.path.splitext((file_name or "").lower())
+    if extension == ".gz":
+        extension = os.path.splitext(stem)[1]
+    by_extension = FORMAT_BY_EXTENSION.get(extension)
     if by_extension:
         return by_extension
     raise UnsupportedMediaTypeError(
         "The file must be NDJSON (.ndjson, .jsonl, application/x-ndjson), CSV (.csv, text/csv) or a JSON array "
-        "(.json, application/json)."
+        "(.json, application/json), optionally gzip-compressed (.ndjson.gz, .csv.gz, .json.gz)."
+        + (" A gzip part's name must say the format inside, e.g. rows.ndjson.gz." if media_type in GZIP_TYPES else "")
     )
 
 
@@ -168,11 +174,15 @@ def ingest(job: Job, worker: str) -> None:
         raise JobFailed("The uploaded file is no longer in the object store; upload it again.") from exc
     except Exception as exc:
         raise RetryLater(f"The staged upload could not be read ({type(exc).__name__}).") from exc
-    rows = READERS[params["format"]](stream)
+    config = current_app.config
+    rows = read_rows(stream, params["format"], config["BULK_MAX_ROW_BYTES"], config["MAX_CONTENT_LENGTH"])
     validated = _validated(rows, params["defaults"], skip=job.checkpoint)
     with stream:
-        for chunk in _read_ahead(_chunked(validated, current_app.config["BULK_CHUNK_ROWS"], job.checkpoint)):
-            _store_chunk(job, worker, references, associated, chunk)
+        try:
+            for chunk in _read_ahead(_chunked(validated, config["BULK_CHUNK_ROWS"], job.checkpoint)):
+                _store_chunk(job, worker, references, associated, chunk)
+        except UnreadableFile as exc:
+            raise JobFailed(str(exc)) from exc
     store.delete_quietly(params["key"])
 
 
@@ -230,17 +240,24 @@ def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tup
 
 
 def _describe(field_errors: dict) -> str:
-    return "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in field_errors.items())
+    reason = "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in field_errors.items())
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
 
 
 def _chunked(items: Iterator[tuple], size: int, already: int) -> Iterator[Chunk]:
+    """Chunks of ``size`` rows; when the file turns out unreadable, the rows read before it still come first."""
     chunk, seen = Chunk(), already
-    for item in items:
-        chunk.items.append(item)
-        seen += 1
-        if len(chunk.items) == size:
+    try:
+        for item in items:
+            chunk.items.append(item)
+            seen += 1
+            if len(chunk.items) == size:
+                yield chunk
+                chunk = Chunk()
+    except UnreadableFile:
+        if chunk.items:
             yield chunk
-            chunk = Chunk()
+        raise
     chunk.total = seen
     yield chunk
 
@@ -276,69 +293,3 @@ def _read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-# --- readers: (physical line or item index, raw row, error) ------------------------------------------------
-
-
-def read_ndjson(stream) -> Iterator[tuple]:
-    """NDJSON rows by physical line; blank lines are skipped."""
-    for line_number, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield line_number, None, f"Not valid JSON at column {exc.colno}: {exc.msg}."
-            continue
-        if isinstance(item, dict):
-            yield line_number, item, None
-        else:
-            yield line_number, None, "Each line must hold a JSON object."
-
-
-def read_csv(stream) -> Iterator[tuple]:
-    """CSV rows by the physical line they start on (the header is line 1); empty cells are absent fields."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text)
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        header = [name.strip() for name in header]
-        if "" in header or len(set(header)) != len(header):
-            raise JobFailed("The CSV header must name every column once.")
-        end = reader.line_num
-        for cells in reader:
-            start, end = end + 1, reader.line_num
-            if not cells:
-                continue
-            if len(cells) > len(header):
-                yield start, None, f"The row has {len(cells)} cells but the header names {len(header)} columns."
-                continue
-            yield start, {name: cell for name, cell in zip(header, cells, strict=False) if cell != ""}, None
-    except UnicodeDecodeError as exc:
-        raise JobFailed(f"The CSV file is not UTF-8 text at line {reader.line_num + 1}.") from exc
-    except csv.Error as exc:
-        raise JobFailed(f"The CSV file cannot be read at line {reader.line_num + 1}: {exc}.") from exc
-
-
-def read_json_array(stream) -> Iterator[tuple]:
-    """Items of a JSON array, numbered from 1, read incrementally."""
-    start = stream.peek(64)[:64].lstrip()
-    if not start.startswith(b"["):
-        raise JobFailed("A .json upload must hold one JSON array of record objects.")
-    index = 0
-    try:
-        for index, item in enumerate(ijson.items(stream, "item", use_float=True), start=1):
-            if isinstance(item, dict):
-                yield index, item, None
-            else:
-                yield index, None, "Each item must be a JSON object."
-    except ijson.JSONError as exc:
-        raise JobFailed(f"The JSON array is malformed after item {index}: {exc}.") from exc
-    except RecursionError as exc:
-        raise JobFailed(f"Item {index + 1} of the JSON array nests too deeply to be read.") from exc
-
-
-READERS = {"ndjson": read_ndjson, "csv": read_csv, "json": read_json_array}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from webapp.errors import ConflictError
@@ -24,6 +24,9 @@ from webapp.services.common import get_or_404
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 100
+# A job whose runner vanished this many times in a row at the same checkpoint (killed, e.g. by the kernel for its
+# memory) fails instead of being handed to the next worker to kill.
+MAX_LOST_RUNS = 2
 
 
 class LeaseLost(Exception):
@@ -112,6 +115,8 @@ def _lease_seconds() -> int:
 def claim(job_id: uuid.UUID, worker: str) -> Job | None:
     """Take the lease of an active job whose lease is free or expired; None when someone else has it."""
     now = utcnow()
+    # Still running with an expired lease: the last runner vanished without ending or retrying the job.
+    lost = Job.state == JobState.RUNNING
     result = db.session.execute(
         update(Job)
         .where(
@@ -120,6 +125,10 @@ def claim(job_id: uuid.UUID, worker: str) -> Job | None:
             or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
         )
         .values(
+            lost_runs=case(
+                (lost & (Job.checkpoint == Job.lost_at_checkpoint), Job.lost_runs + 1), (lost, 1), else_=Job.lost_runs
+            ),
+            lost_at_checkpoint=case((lost, Job.checkpoint), else_=Job.lost_at_checkpoint),
             state=JobState.RUNNING,
             lease_owner=worker,
             lease_expires_at=now + timedelta(seconds=_lease_seconds()),
@@ -230,6 +239,14 @@ def run_job(job_id: uuid.UUID, worker: str) -> None:
     max_attempts = current_app.config["JOB_MAX_ATTEMPTS"]
     if job.attempts > max_attempts:
         _give_up(job, worker, job.error_description or f"The job was started {max_attempts} times without ending.")
+        return
+    if job.lost_runs >= MAX_LOST_RUNS:
+        _give_up(
+            job,
+            worker,
+            f"Its worker vanished {job.lost_runs} times at the same point ({job.checkpoint} rows done), e.g. "
+            "killed for the memory it used; the job is not resumed again.",
+        )
         return
     try:
         _run_handler(job, worker)
