@@ -4,6 +4,8 @@ RUN_VENV := .venv
 DEV_VENV := .venv-dev
 # The browser the end-to-end tests drive (Debian's package; Playwright downloads no browser of its own).
 CHROMIUM := /usr/bin/chromium
+# The proxy the slow-client tests put in front of gunicorn (Debian's package); the tests run their own instance.
+NGINX := /usr/sbin/nginx
 
 .PHONY: run test lint bench clean
 
@@ -11,7 +13,7 @@ run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/scriptorium init
 	$(RUN_VENV)/bin/scriptorium serve
 
-test: $(DEV_VENV)/.installed $(CHROMIUM)
+test: $(DEV_VENV)/.installed $(CHROMIUM) $(NGINX)
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/pytest
 
@@ -40,3 +42,10 @@ $(CHROMIUM):
 	@echo "Installing Debian's chromium for the browser tests (needs root or sudo)..."
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium
+
+# Where services may start, the package starts its own nginx on port 80; nothing here uses it, so it is stopped.
+$(NGINX):
+	@echo "Installing Debian's nginx for the proxy tests (needs root or sudo)..."
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq nginx
+	-$(if $(filter 0,$(shell id -u)),,sudo) invoke-rc.d nginx stop

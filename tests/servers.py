@@ -1,14 +1,24 @@
-"""Start real servers (an S3-protocol server, gunicorn) as subprocesses on loopback for the tests."""
+"""Start real servers (an S3-protocol server, gunicorn, nginx) as subprocesses on loopback for the tests."""
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+
+from config import Settings
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "scriptorium.conf.template"
 
 
 def free_port() -> int:
@@ -74,6 +84,41 @@ def gunicorn_app(database_url: str, instance_path, **settings):
     base = f"http://127.0.0.1:{port}"
     with running(args, f"{base}/api/health", env=env, log_path=instance_path / "gunicorn.log"):
         yield base
+
+
+def render_nginx_config(**values: str) -> str:
+    """The shipped nginx config with its ``${NAME}`` placeholders replaced, as envsubst does; each needs a value."""
+    text = NGINX_TEMPLATE.read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    missing = sorted(set(re.findall(r"\$\{(\w+)\}", text)))
+    if missing:
+        raise ValueError(f"no value for the nginx config's {', '.join(missing)}")
+    return text
+
+
+@contextmanager
+def nginx_proxy(upstream_url: str, tmp_dir, max_body_size: int = Settings.max_content_length):
+    """Debian's nginx with the shipped config (only addresses and the body limit filled in) in front of
+    ``upstream_url`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    config = render_nginx_config(
+        NGINX_LISTEN=f"127.0.0.1:{port}",
+        NGINX_UPSTREAM=urlsplit(upstream_url).netloc,
+        SCRIPTORIUM_MAX_CONTENT_LENGTH=str(max_body_size),
+    )
+    # nginx's prefix holds its pid file and the bodies it spools. Run as root, its workers switch to an
+    # unprivileged user, who cannot enter pytest's private temporary folders: the prefix is a folder of its own.
+    prefix = Path(tempfile.mkdtemp(prefix="scriptorium-nginx-"))
+    try:
+        prefix.chmod(0o755)
+        (prefix / "nginx.conf").write_text(config)
+        args = [NGINX, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+        base = f"http://127.0.0.1:{port}"
+        with running(args, f"{base}/api/health", log_path=Path(tmp_dir) / f"nginx-{port}.log"):
+            yield base
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
 
 
 @contextmanager
