@@ -62,7 +62,15 @@ class Settings:
     # When both are set, `scriptorium init` / `serve` make sure this admin account exists.
     admin_email: str | None = None
     admin_password: str | None = None
+    # Sends the admin session cookie with `Secure` even on plain HTTP (it always is on HTTPS).
     session_cookie_secure: bool = False
+    # Failed password sign-ins allowed per email and per client address (the `limits` library's notation).
+    signin_limit_per_email: str = "10 per 15 minutes"
+    signin_limit_per_address: str = "100 per 15 minutes"
+    # Where failed sign-ins are counted: default the broker's Redis, so every web process shares the counts;
+    # without a broker, the process's memory (the embedded default runs one process).
+    ratelimit_storage_url: str | None = None
+    ratelimit_key_prefix: str = "scriptorium"
     log_level: str = "INFO"
 
     def __post_init__(self):
@@ -71,6 +79,8 @@ class Settings:
             self.database_url = f"sqlite:///{instance / 'scriptorium.db'}"
         if self.storage_local_dir is None:
             self.storage_local_dir = str(instance / "files")
+        if self.ratelimit_storage_url is None:
+            self.ratelimit_storage_url = self.broker_url or "memory://"
         if self.secret_key is None:
             key_file = instance / "secret_key"
             if key_file.is_file():

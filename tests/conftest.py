@@ -19,6 +19,8 @@ from webapp.cli import upgrade_database
 from webapp.extensions import db, queue
 from webapp.models import Base
 
+# Meets the password policy (12 characters or more, not common, not the email).
+PASSWORD = "lichen plots at dawn"
 POSTGRES_URL = os.environ.get("SCRIPTORIUM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -134,7 +136,7 @@ def make_token(app, role: str = "admin", email: str | None = None) -> str:
     from webapp.services import accounts
 
     with app.app_context():
-        account = accounts.create_account(email or f"{role}-{uuid.uuid4().hex[:8]}@example.org", "pw-" + role, role)
+        account = accounts.create_account(email or f"{role}-{uuid.uuid4().hex[:8]}@example.org", PASSWORD, role)
         return accounts.create_token(account, "tests")[1]
 
 

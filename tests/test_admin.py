@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import record_form
+from tests.conftest import PASSWORD, make_app, record_form
 from tests.servers import wait_until
 
 
@@ -20,12 +20,10 @@ def sign_in(app, role: str = "writer"):
 
     email = f"{role}@example.org"
     if accounts.account_by_email(email) is None:
-        accounts.create_account(email, "a good password", role)
+        accounts.create_account(email, PASSWORD, role)
     browser = app.test_client()
     page = browser.get("/admin/login")
-    response = browser.post(
-        "/admin/login", data={"email": email, "password": "a good password", "csrf_token": csrf_of(page)}
-    )
+    response = browser.post("/admin/login", data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(page)})
     assert response.status_code == 302, response.data
     return browser
 
@@ -58,7 +56,7 @@ def test_wrong_email_and_wrong_password_get_the_same_answer(app, anonymous):
     """One message for either mistake."""
     from webapp.services import accounts
 
-    accounts.create_account("known@example.org", "a good password", "reader")
+    accounts.create_account("known@example.org", PASSWORD, "reader")
     token = csrf_of(anonymous.get("/admin/login"))
     wrong_password = anonymous.post(
         "/admin/login", data={"email": "known@example.org", "password": "x", "csrf_token": token}
@@ -75,12 +73,10 @@ def test_session_cookie_is_httponly_and_samesite(app):
     """The session cookie cannot be read by scripts nor sent by other sites' forms."""
     from webapp.services import accounts
 
-    accounts.create_account("c@example.org", "a good password", "reader")
+    accounts.create_account("c@example.org", PASSWORD, "reader")
     browser = app.test_client()
     token = csrf_of(browser.get("/admin/login"))
-    response = browser.post(
-        "/admin/login", data={"email": "c@example.org", "password": "a good password", "csrf_token": token}
-    )
+    response = browser.post("/admin/login", data={"email": "c@example.org", "password": PASSWORD, "csrf_token": token})
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
@@ -238,7 +234,7 @@ def test_admin_manages_accounts_and_revokes_others_tokens(app):
         admin,
         "/admin/accounts",
         "/admin/accounts",
-        {"email": "new@example.org", "password": "long enough", "role": "reader"},
+        {"email": "new@example.org", "password": PASSWORD, "role": "reader"},
     )
     assert created.status_code == 302
     page = admin.get("/admin/accounts").get_data(as_text=True)
@@ -252,3 +248,189 @@ def test_sign_out_ends_the_session(writer):
     """After signing out, pages ask to sign in again."""
     assert post_form(writer, "/admin/", "/admin/logout", {}).status_code == 302
     assert writer.get("/admin/").status_code == 302
+
+
+def test_script_url_is_a_link_only_when_it_is_http_or_https(writer, client):
+    """A stored javascript: or data: URL is shown as text; http(s) URLs are links."""
+    hostile = ("javascript:alert(document.cookie)", " JaVaScRiPt:alert(1)", "java\tscript:alert(1)", "data:text/html,x")
+    for url in hostile:
+        script = client.post("/api/scripts", json={"script_name": "s", "script_url": url}).json
+        page = writer.get(f"/admin/scripts/{script['id']}").get_data(as_text=True)
+        assert "noopener" not in page, url
+        assert re.search(r'href="\s*(java|data)', page, re.IGNORECASE) is None, url
+    script = client.post("/api/scripts", json={"script_name": "s", "script_url": "https://git.example.org/a"}).json
+    page = writer.get(f"/admin/scripts/{script['id']}").get_data(as_text=True)
+    assert '<a href="https://git.example.org/a" rel="noopener noreferrer">' in page
+
+
+def test_every_response_sends_a_strict_content_security_policy_and_no_sniffing(app, writer, anonymous):
+    """Pages, the docs page and API answers forbid inline script and style, framing and type sniffing."""
+    responses = {
+        "sign-in page": anonymous.get("/admin/login"),
+        "dashboard": writer.get("/admin/"),
+        "API docs": anonymous.get("/api/docs"),
+        "API list": writer.get("/api/sites"),
+        "API error": anonymous.get("/api/sites"),
+    }
+    for name, response in responses.items():
+        policy = response.headers.get("Content-Security-Policy", "")
+        directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+        assert directives.get("script-src") == "'self'" and directives.get("style-src") == "'self'", name
+        assert directives.get("frame-ancestors") == "'none'" and directives.get("object-src") == "'none'", name
+        assert "unsafe" not in policy, name
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", name
+        assert response.headers.get("X-Frame-Options") == "DENY", name
+        assert response.headers.get("Referrer-Policy") in ("same-origin", "no-referrer"), name
+
+
+INLINE_CODE = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>|<style\b|\sstyle=|\son[a-z]+=|javascript:", re.IGNORECASE)
+
+
+def test_pages_hold_no_inline_script_style_or_event_handlers(app, client, reference, script, writer):
+    """What the policy would block is not on any page: scripts and styles come from static files."""
+    client.post(f"/api/scripts/id/{script['id']}/records", data=record_form())
+    admin = sign_in(app, "admin")
+    experiment_id = reference["experiment"]["id"]
+    pages = [
+        "/admin/login",
+        "/admin/",
+        "/admin/scripts",
+        f"/admin/scripts/{script['id']}",
+        "/admin/scripts/new",
+        "/admin/experiments",
+        f"/admin/experiments/{experiment_id}",
+        "/admin/sites",
+        "/admin/jobs",
+        "/api/docs",
+    ]
+    for url in pages:
+        page = writer.get(url).get_data(as_text=True)
+        assert INLINE_CODE.search(page) is None, (url, INLINE_CODE.search(page))
+    assert INLINE_CODE.search(admin.get("/admin/accounts").get_data(as_text=True)) is None
+    assert 'src="/static/swagger-init.js"' in writer.get("/api/docs").get_data(as_text=True)
+    assert writer.get("/static/swagger-init.js").status_code == 200
+
+
+def test_delete_confirmation_names_its_object_as_data_not_code(writer, client):
+    """A name holding quotes cannot break out of the confirmation: it is an escaped data attribute."""
+    client.post("/api/sites", json={"site_name": "x');alert(1);('"})
+    page = writer.get("/admin/sites").get_data(as_text=True)
+    assert "onsubmit" not in page
+    assert 'data-confirm="Delete site x&#39;);alert(1);(&#39;?"' in page
+
+
+def test_a_copied_session_cookie_stops_working_after_sign_out(app, writer):
+    """Signing out ends the session on the server: a copy of the cookie taken before is refused after."""
+    copy = app.test_client()
+    copy.set_cookie("session", writer.get_cookie("session").value)
+    assert copy.get("/admin/").status_code == 200
+    assert copy.get("/api/sites").status_code == 200
+    assert post_form(writer, "/admin/", "/admin/logout", {}).status_code == 302
+    after = copy.get("/admin/")
+    assert after.status_code == 302 and after.headers["Location"].startswith("/admin/login")
+    assert copy.get("/api/sites").status_code == 401
+
+
+def test_a_new_password_ends_every_session_of_the_account(app, writer):
+    """A password change signs the account out everywhere; signing in again with the new password works."""
+    from webapp.services import accounts
+
+    accounts.set_password(accounts.account_by_email("writer@example.org"), "a fresh passphrase 7")
+    assert writer.get("/admin/").status_code == 302
+    token = csrf_of(writer.get("/admin/login"))
+    again = writer.post(
+        "/admin/login", data={"email": "writer@example.org", "password": "a fresh passphrase 7", "csrf_token": token}
+    )
+    assert again.status_code == 302
+    assert writer.get("/admin/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/admin",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "https://evil.example/admin",
+        "javascript:alert(1)",
+        "/admin\r\nSet-Cookie: stolen=1",
+        "/\t/evil.example",
+        "/admin/\x00",
+        "",
+    ],
+)
+def test_sign_in_goes_only_to_paths_of_this_site(app, target):
+    """`next` is followed only when it is a same-site path; anything else (or CR/LF, once a 500) leads to the
+    dashboard."""
+    from webapp.services import accounts
+
+    accounts.create_account("next@example.org", PASSWORD, "reader")
+    browser = app.test_client()
+    token = csrf_of(browser.get("/admin/login"))
+    response = browser.post(
+        "/admin/login",
+        query_string={"next": target},
+        data={"email": "next@example.org", "password": PASSWORD, "csrf_token": token},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/admin/"
+
+
+def test_sign_in_follows_a_local_next(app):
+    """A same-site path in `next`, query included, is where signing in leads."""
+    from webapp.services import accounts
+
+    accounts.create_account("next@example.org", PASSWORD, "reader")
+    browser = app.test_client()
+    token = csrf_of(browser.get("/admin/login"))
+    response = browser.post(
+        "/admin/login",
+        query_string={"next": "/admin/scripts?q=ndvi"},
+        data={"email": "next@example.org", "password": PASSWORD, "csrf_token": token},
+    )
+    assert response.headers["Location"] == "/admin/scripts?q=ndvi"
+
+
+def test_session_cookie_is_secure_over_https(app, tmp_path, database_url):
+    """Served over HTTPS the cookie is Secure; over plain HTTP only when SESSION_COOKIE_SECURE forces it."""
+    from webapp.services import accounts
+
+    accounts.create_account("secure@example.org", PASSWORD, "reader")
+    form = {"email": "secure@example.org", "password": PASSWORD}
+
+    def cookie_of(client, base_url):
+        token = csrf_of(client.get("/admin/login", base_url=base_url))
+        response = client.post("/admin/login", data={**form, "csrf_token": token}, base_url=base_url)
+        assert response.status_code == 302
+        return response.headers["Set-Cookie"]
+
+    assert "Secure" in cookie_of(app.test_client(), "https://localhost")
+    assert "Secure" not in cookie_of(app.test_client(), "http://localhost")
+    forced = make_app(tmp_path, database_url, session_cookie_secure=True)
+    with forced.app_context():
+        assert "Secure" in cookie_of(forced.test_client(), "http://localhost")
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short pw", "at least 12 characters"),
+        ("elevenchars", "at least 12 characters"),
+        ("Password1234", "too common"),
+        ("qwertyuiop123", "too common"),
+        ("newcomer@example.org", "email"),
+        ("i am newcomer 2024", "email"),
+    ],
+)
+def test_accounts_page_applies_the_password_policy(app, password, message):
+    """The accounts form refuses what the service's policy refuses, with the reason (422)."""
+    admin = sign_in(app, "admin")
+    refused = post_form(
+        admin,
+        "/admin/accounts",
+        "/admin/accounts",
+        {"email": "newcomer@example.org", "password": password, "role": "reader"},
+    )
+    assert refused.status_code == 422
+    assert message in refused.get_data(as_text=True)
+    assert "newcomer@example.org" not in admin.get("/admin/accounts").get_data(as_text=True)

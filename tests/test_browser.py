@@ -10,7 +10,7 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import empty_tables, make_app
+from tests.conftest import PASSWORD, empty_tables, make_app
 from tests.servers import gunicorn_app, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,7 +44,7 @@ def site(tmp_path, postgresql_url):
 
     app = make_app(tmp_path, postgresql_url)
     with app.app_context():
-        admin = accounts.create_account("curator@example.org", "a good password", "admin")
+        admin = accounts.create_account("curator@example.org", PASSWORD, "admin")
         token = accounts.create_token(admin, "e2e")[1]
     with gunicorn_app(postgresql_url, tmp_path) as base:
         yield base, token
@@ -66,7 +66,7 @@ def test_curator_journey(browser, site, tmp_path):
     page.goto(f"{base}/admin/")
     expect(page).to_have_url(f"{base}/admin/login?next=/admin/?")
     page.get_by_label("Email").fill("curator@example.org")
-    page.get_by_label("Password").fill("a good password")
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     page.screenshot(path=SHOTS / "01-dashboard.png", full_page=True)

@@ -1,19 +1,23 @@
 """Who is calling, and may they: credentials for every request in one place.
 
 API calls carry a token (``Authorization: Bearer``, or ``X-API-Key`` as older clients send; ``Authorization``
-wins when both are sent). ``POST /api/tokens`` also takes HTTP Basic (email and password). The admin pages sign in
-with a session cookie; API calls made with that session must send its CSRF token when they change anything.
-Reads need ``reader``, writes ``writer``; ``ANONYMOUS_READ`` opens reads to everyone.
+wins when both are sent). ``POST /api/tokens`` also takes HTTP Basic (email and password); failed password
+sign-ins are limited per email and per client address (webapp/throttle.py). The admin pages sign in with a session
+cookie that holds the account's session generation: signing out (or a new password) bumps it, which ends every
+session of the account, copies of the cookie included. API calls made with that session must send its CSRF token
+when they change anything. Reads need ``reader``, writes ``writer``; ``ANONYMOUS_READ`` opens reads to everyone.
 """
 
 import hmac
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 from flask import Flask, current_app, g, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from webapp.errors import ForbiddenError, UnauthorizedError
-from webapp.extensions import db
+from webapp.extensions import db, signin_throttle
 from webapp.models import Account, Role
 from webapp.services import accounts
 
@@ -32,8 +36,17 @@ PUBLIC_ENDPOINTS = {
 CSRF_HEADER = "X-CSRF-Token"
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, whose cookie is also ``Secure`` whenever the request came over HTTPS
+    (Flask's own setting is fixed per app; ``SESSION_COOKIE_SECURE`` still forces it on)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or request.is_secure
+
+
 def register_auth(app: Flask) -> None:
     """Check credentials before every request."""
+    app.session_interface = SessionInterface()
     app.before_request(authorize_request)
 
 
@@ -64,7 +77,7 @@ def _from_headers() -> bool:
     if authorization is not None and authorization.type == "basic":
         if request.endpoint != "tokens.Tokens" or request.method != "POST":
             raise UnauthorizedError("Email and password are only accepted by POST /api/tokens; send a token.")
-        account = accounts.check_password(authorization.username or "", authorization.password or "")
+        account = sign_in_with_password(authorization.username or "", authorization.password or "")
         if account is None:
             raise UnauthorizedError("Wrong email or password.")
         g.account, g.account_id, g.role = account, account.id, account.role
@@ -84,18 +97,49 @@ def _from_headers() -> bool:
 
 
 def _from_session(check_csrf: bool) -> bool:
-    """Authenticate from the admin session cookie; unsafe API calls must echo its CSRF token."""
+    """Authenticate from the admin session cookie, while its account's session generation is the one it was
+    signed in with; unsafe API calls must echo its CSRF token."""
     account_id = session.get("account_id")
     if account_id is None:
         return False
     account = db.session.get(Account, uuid.UUID(account_id))
-    if account is None:
+    if account is None or session.get("generation") != account.session_generation:
         session.clear()
         return False
     if check_csrf and not valid_csrf(request.headers.get(CSRF_HEADER)):
         raise ForbiddenError(f"Requests made with the admin session must send the {CSRF_HEADER} header.")
     g.account, g.account_id, g.role = account, account.id, account.role
     return True
+
+
+def sign_in_with_password(email: str, password: str) -> Account | None:
+    """The account when email and password match, else None. Failures count against the email and the client
+    address; past either limit the attempt is refused (429) before any password is compared."""
+    counted_as, address = accounts.normalise_email(email), request.remote_addr or ""
+    signin_throttle.check(counted_as, address)
+    account = accounts.check_password(email, password)
+    if account is None:
+        signin_throttle.count_failure(counted_as, address)
+    return account
+
+
+def start_session(account: Account) -> None:
+    """Sign ``account`` in to the admin pages (a fresh session: nothing of an earlier one is kept)."""
+    session.clear()
+    session.permanent = True
+    session.update(
+        account_id=str(account.id),
+        generation=account.session_generation,
+        signed_in_at=datetime.now(UTC).isoformat(),
+    )
+
+
+def end_session() -> None:
+    """Sign out: end every session of the signed-in account on the server, and clear this one."""
+    account = current_account()
+    if account is not None:
+        accounts.end_sessions(account)
+    session.clear()
 
 
 def current_account() -> Account | None:

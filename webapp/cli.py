@@ -109,16 +109,26 @@ def _ensure_first_admin(settings) -> None:
     """Create the configured admin, or on a database without accounts a local one whose password is written
     into the instance folder; say how to sign in and get a token."""
     from webapp import create_app
+    from webapp.errors import APIError
     from webapp.services import accounts
 
     with create_app(settings).app_context():
         if settings.admin_email and settings.admin_password:
-            accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            try:
+                accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            except APIError as exc:
+                settings_of = {"email": "SCRIPTORIUM_ADMIN_EMAIL", "password": "SCRIPTORIUM_ADMIN_PASSWORD"}
+                problems = exc.errors or {"email": [exc.description]}
+                raise click.ClickException(
+                    "; ".join(
+                        f"{settings_of.get(name, name)}: {' '.join(messages)}" for name, messages in problems.items()
+                    )
+                ) from exc
             email, where = settings.admin_email, "SCRIPTORIUM_ADMIN_PASSWORD"
         elif accounts.count_accounts() == 0:
             email = "admin@localhost"
             password_file = Path(settings.instance_path) / "admin_password"
-            password = secrets.token_urlsafe(12)
+            password = accounts.random_password(email)
             accounts.create_account(email, password, "admin")
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
@@ -143,7 +153,7 @@ def users():
 @click.option("--role", type=click.Choice(["reader", "writer", "admin"]), default="reader", show_default=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted, or from stdin.")
 def users_create(email, role, password):
-    """Create an account that signs in with EMAIL and a password."""
+    """Create an account that signs in with EMAIL and a password (12 characters or more, not a common one)."""
     from webapp import create_app
     from webapp.errors import APIError
     from webapp.services import accounts
@@ -154,6 +164,26 @@ def users_create(email, role, password):
         except APIError as exc:
             raise click.ClickException(exc.description) from exc
         click.echo(f"Created {account.email} ({account.role}), id {account.id}")
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted, or from stdin.")
+def users_set_password(email, password):
+    """Give the account EMAIL a new password; its admin sessions end."""
+    from webapp import create_app
+    from webapp.errors import APIError
+    from webapp.services import accounts
+
+    with create_app().app_context():
+        account = accounts.account_by_email(email)
+        if account is None:
+            raise click.ClickException(f"No account has the email {email!r}.")
+        try:
+            accounts.set_password(account, password)
+        except APIError as exc:
+            raise click.ClickException(exc.description) from exc
+        click.echo(f"New password set for {account.email}; its admin sessions have ended.")
 
 
 @main.group()

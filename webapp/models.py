@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Table,
     Text,
@@ -304,6 +305,9 @@ class Account(HasIdAndCreatedAt, Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.READER)
+    # Stored in each admin session at sign-in; bumping it (sign-out, a new password) ends every session of the
+    # account, since the session cookie itself cannot be recalled.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(HasIdAndCreatedAt, Base):
