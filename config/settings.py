@@ -33,6 +33,9 @@ class Settings:
     db_pool_size: int = 20
     # The largest request body accepted, in bytes (413 beyond it).
     max_content_length: int = 5 * 1024**3
+    # How many proxies in front of the app (deploy/nginx: 1) whose X-Forwarded-For, -Proto and -Host values it
+    # believes, counted from the last; with 0 it believes none, since any client can send them.
+    proxy_count: int = 0
     storage_backend: str = "local"  # "local" or "s3"
     storage_local_dir: str | None = None
     s3_bucket: str = "scriptorium"
@@ -94,6 +97,7 @@ class Settings:
 _INT_FIELDS = {
     "db_pool_size",
     "max_content_length",
+    "proxy_count",
     "download_url_expires",
     "job_lease_seconds",
     "job_sweep_seconds",

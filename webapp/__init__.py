@@ -40,6 +40,7 @@ from pathlib import Path
 
 import flask_swagger_ui
 from flask import Blueprint, Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings, load_settings
 from webapp.auth import register_auth
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__, instance_path=settings.instance_path)
     app.request_class = Request  # splits small multipart forms itself (webapp/common/forms.py)
+    if settings.proxy_count:
+        n = settings.proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     app.config.update(settings.as_flask_config())
     app.config.update(API_CONFIG)
     if not app.config["SECRET_KEY"]:

@@ -73,6 +73,8 @@ def migrate():
 def serve(host, port, workers, threads):
     """Serve the API under gunicorn (gthread, so long streams are not cut off)."""
     click.echo(f"Scriptorium on http://{host}:{port}/api/docs")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        click.echo("Serving on loopback only: to expose it, put nginx in front with deploy/nginx (README, Production).")
     os.execv(
         sys.executable,
         [
