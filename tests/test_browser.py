@@ -51,9 +51,16 @@ def site(tmp_path, postgresql_url):
     empty_tables(app)
 
 
+def csp_violations(page) -> list[str]:
+    """What the page reports blocking under its Content-Security-Policy, filled in as it happens."""
+    violations = []
+    page.on("console", lambda message: "Content Security Policy" in message.text and violations.append(message.text))
+    return violations
+
+
 def test_curator_journey(browser, site, tmp_path):
     """Sign in, create a script, upload a bulk file and watch its job succeed, read the records and their
-    chart, download a file, sign out."""
+    chart, download a file, decline to delete the script, sign out — with nothing blocked by the pages' policy."""
     base, token = site
     SHOTS.mkdir(parents=True, exist_ok=True)
     api = requests.Session()
@@ -63,6 +70,7 @@ def test_curator_journey(browser, site, tmp_path):
     api.post(f"{base}/api/sites", json={"site_name": "Maricopa"})
 
     page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    violations = csp_violations(page)
     page.goto(f"{base}/admin/")
     expect(page).to_have_url(f"{base}/admin/login?next=/admin/?")
     page.get_by_label("Email").fill("curator@example.org")
@@ -131,8 +139,30 @@ def test_curator_journey(browser, site, tmp_path):
     assert download.suggested_filename == "leaf scan.png"
     assert Path(download.path()).read_bytes() == b"\x89PNG fake image bytes"
 
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="canopy-height")).to_be_visible()
+    assert asked == ["Delete this script with all its records?"]
+    assert api.get(f"{base}/api/scripts/id/{script_id}").status_code == 200
+
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.screenshot(path=SHOTS / "05-signed-out.png", full_page=True)
     page.goto(f"{base}/admin/")
     expect(page).to_have_url(f"{base}/admin/login?next=/admin/?")
+    assert violations == []
+
+
+def test_api_docs_render_under_the_policy(browser, site):
+    """Swagger UI starts from a static initializer: the docs page lists the operations with nothing blocked."""
+    base, _ = site
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    violations = csp_violations(page)
+    response = page.goto(f"{base}/api/docs")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    expect(page.locator(".opblock-summary-path", has_text="/api/scripts/all")).to_be_visible()
+    page.locator(".opblock-summary-path", has_text="/api/tokens").first.click()
+    expect(page.get_by_role("button", name="Try it out").first).to_be_visible()
+    page.screenshot(path=SHOTS / "06-api-docs.png", full_page=False)
+    assert violations == []
