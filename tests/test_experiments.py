@@ -99,3 +99,27 @@ def test_delete_experiment_referenced_by_records_is_409(client, reference, scrip
     assert client.delete(f"/api/sites/id/{reference['site']['id']}").status_code == 409
     assert client.get(f"/api/experiments/id/{reference['experiment']['id']}").status_code == 200
     assert client.get(f"/api/seasons/id/{reference['season']['id']}").status_code == 200
+
+
+def test_an_experiment_or_season_may_not_end_before_it_starts(client):
+    """A start date after the end date is 422 on create and on PATCH (against the stored other date)."""
+    late = {"experiment_start_date": "2024-06-01", "experiment_end_date": "2024-05-01"}
+    created = client.post("/api/experiments", json={"experiment_name": "Backwards", **late})
+    assert created.status_code == 422 and "experiment_end_date" in created.json["errors"]
+    experiment = client.post(
+        "/api/experiments", json={"experiment_name": "Forwards", "experiment_start_date": "2024-05-01"}
+    ).json
+    patched = client.patch(f"/api/experiments/id/{experiment['id']}", json={"experiment_end_date": "2024-04-01"})
+    assert patched.status_code == 422
+    same_day = client.patch(f"/api/experiments/id/{experiment['id']}", json={"experiment_end_date": "2024-05-01"})
+    assert same_day.status_code == 200
+
+    seasons = f"/api/experiments/id/{experiment['id']}/seasons"
+    season = client.post(
+        seasons, json={"season_name": "S", "season_start_date": "2024-07-02", "season_end_date": "2024-07-01"}
+    )
+    assert season.status_code == 422 and "season_end_date" in season.json["errors"]
+    season = client.post(seasons, json={"season_name": "S", "season_end_date": "2024-07-01"}).json
+    moved = client.patch(f"/api/seasons/id/{season['id']}", json={"season_start_date": "2024-08-01"})
+    assert moved.status_code == 422
+    assert client.get(f"/api/seasons/id/{season['id']}").json["season_start_date"] is None

@@ -362,3 +362,28 @@ def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app
     assert client.get(f"/api/scripts/records/id/{record['id']}").json["file_status"] == "failed"
     assert client.get(f"/api/scripts/records/id/{record['id']}/download").status_code == 404
     assert not staged.exists()
+
+
+@pytest.mark.parametrize("size", [10, 200_000])  # split by the app itself, and by werkzeug
+def test_a_file_name_that_is_not_utf8_is_422_alone(client, reference, records_url, size):
+    """A Latin-1 file name gets a 422 saying so, not one claiming that every form field is missing."""
+    boundary = b"n4me"
+    fields = [(name, value.encode()) for name, value in record_form().items()]
+    body = b"".join(
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="'
+        + name.encode()
+        + b'"\r\n\r\n'
+        + value
+        + b"\r\n"
+        for name, value in fields
+    )
+    body += b"--" + boundary + b'\r\nContent-Disposition: form-data; name="record_file"; filename="caf\xe9.txt"\r\n'
+    body += b"Content-Type: text/plain\r\n\r\n" + b"x" * size + b"\r\n--" + boundary + b"--\r\n"
+    response = client.post(records_url, data=body, content_type=f"multipart/form-data; boundary={boundary.decode()}")
+    assert response.status_code == 422
+    assert "UTF-8" in response.json["error_description"]
+    assert "timestamp" not in response.json["errors"]
+    if size < 64 * 1024:
+        assert list(response.json["errors"]) == ["record_file"]

@@ -140,3 +140,49 @@ def test_unreachable_object_store_is_503_and_stores_nothing(tmp_path, postgresql
         assert client.get(f"/api/scripts/id/{script['id']}/records").data == b""
     finally:
         empty_tables(app)
+
+
+def test_a_bucket_emptied_away_is_created_again(s3_app, posted, s3):
+    """With its bucket deleted behind the app's back, the next file POST makes it again instead of failing."""
+    client, script, _, _ = posted
+    bucket = s3_app.config["S3_BUCKET"]
+    for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+    form = record_form(timestamp="2024-05-01T12:00:09Z", record_file=(io.BytesIO(b"again"), "again.txt"))
+    response = client.post(f"/api/scripts/id/{script['id']}/records", data=form)
+    assert response.status_code == 200, response.json
+    assert wait_for_file(client, response.json)["file_status"] == "ready"
+
+
+def test_a_store_that_never_answers_is_503_with_retry_after(tmp_path, postgresql_url):
+    """A store that takes connections but never answers times out (as configured): 503 with Retry-After."""
+    import socket
+
+    from tests.conftest import empty_tables
+
+    silent = socket.create_server(("127.0.0.1", 0), backlog=16)  # the kernel completes connections; nobody reads
+    port = silent.getsockname()[1]
+    app = make_app(
+        tmp_path,
+        postgresql_url,
+        storage_backend="s3",
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+        s3_connect_timeout=1,
+        s3_read_timeout=1,
+    )
+    client = token_client(app, make_token(app))
+    try:
+        experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
+        client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
+        client.post("/api/sites", json={"site_name": "Maricopa"})
+        script = client.post("/api/scripts", json={"script_name": "s"}).json
+        response = client.post(
+            f"/api/scripts/id/{script['id']}/records", data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))
+        )
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert client.get(f"/api/scripts/id/{script['id']}/records").data == b""
+    finally:
+        silent.close()
+        empty_tables(app)

@@ -68,9 +68,12 @@ class UnsupportedMediaTypeError(APIError):
 
 
 class StorageError(APIError):
-    """The object store failed; the client may retry."""
+    """The object store failed; the client may retry, after ``Retry-After`` seconds."""
 
     status_code = 503
+
+    def __init__(self, description: str):
+        super().__init__(description, headers={"Retry-After": "5"})
 
 
 TITLES = {

@@ -90,10 +90,9 @@ class LocalBackend:
 
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
         path = self.path_of(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         # 'xb' refuses to overwrite; the rename makes the file appear whole or not at all.
-        with open(partial, "xb") as out:
+        with self._in_folder(partial, lambda: open(partial, "xb")) as out:
             shutil.copyfileobj(stream, out, CHUNK)
         if path.exists():
             partial.unlink()
@@ -105,12 +104,36 @@ class LocalBackend:
 
     def move(self, source: str, target: str) -> None:
         path = self.path_of(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path_of(source), path)
+        self._in_folder(path, lambda: os.replace(self.path_of(source), path))
+        self._prune(self.path_of(source).parent)
+
+    @staticmethod
+    def _in_folder(path: Path, write):
+        """``write()`` once ``path``'s folder exists, again if a prune removed the folder in between."""
+        for _ in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return write()
+            except FileNotFoundError:
+                if not path.parent.exists():
+                    continue
+                raise
+        return write()
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
-            self.path_of(key).unlink(missing_ok=True)
+            path = self.path_of(key)
+            path.unlink(missing_ok=True)
+            self._prune(path.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove ``folder`` and the folders above it while they are empty (S3 has no folders to leave behind)."""
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone already, or just refilled by another upload)
+                return
+            folder = folder.parent
 
     def download_url(self, key: str, file_name: str, content_type: str, expires_in: int) -> str:
         token = self.signer.dumps(
@@ -134,18 +157,29 @@ class S3Backend:
 
     DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
-    def __init__(self, bucket: str, endpoint_url: str | None, public_endpoint_url: str | None, region: str):
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None,
+        public_endpoint_url: str | None,
+        region: str,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 20.0,
+    ):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
-        # S3-compatible servers reject the checksum headers boto3 >= 1.36 sends by default.
+        # S3-compatible servers reject the checksum headers boto3 >= 1.36 sends by default. The timeouts keep a
+        # request from hanging on a store that is down: two attempts, each bounded.
         config = Config(
             s3={"addressing_style": "path"},
             signature_version="s3v4",
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
         )
         self.bucket = bucket
         # s3transfer holds each part of a file object in memory while sending it: bound how many at once,
@@ -157,18 +191,35 @@ class S3Backend:
             "s3", endpoint_url=public_endpoint_url or endpoint_url, region_name=region, config=config
         )
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist yet."""
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it does not exist yet; True when it had to be created."""
         from botocore.exceptions import ClientError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        self.client.create_bucket(Bucket=self.bucket)
+        return True
 
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        start = stream.tell() if stream.seekable() else None
+        try:
+            self._upload(key, stream, content_type)
+        except Exception as exc:
+            # A bucket emptied away (or never made) is made again, once, rather than failing every upload until
+            # someone runs `scriptorium init`.
+            if start is None or not _missing_bucket(exc) or not self.ensure_bucket():
+                raise
+            log.warning("The bucket %r was missing and has been created again", self.bucket)
+            stream.seek(start)
+            self._upload(key, stream, content_type)
+
+    def _upload(self, key: str, stream: BinaryIO, content_type: str) -> None:
         self.client.upload_fileobj(
-            stream, self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=self.transfer
+            _KeptOpen(stream), self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=self.transfer
         )
 
     def open(self, key: str) -> BinaryIO:
@@ -218,6 +269,28 @@ class S3Backend:
         )
 
 
+class _KeptOpen:
+    """A stream as s3transfer is given it: s3transfer closes what it has sent, and a retry must read it again."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def close(self) -> None:
+        """Left to the stream's owner."""
+
+
+def _missing_bucket(error: BaseException | None) -> bool:
+    """True when ``error`` (or what it was raised from: boto3 wraps upload errors) says the bucket is missing."""
+    while error is not None:
+        if "NoSuchBucket" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 class ObjectStore:
     """Flask extension exposing the current app's configured backend as ``store.backend``."""
 
@@ -236,6 +309,8 @@ class ObjectStore:
                 config["S3_ENDPOINT_URL"],
                 config["S3_PUBLIC_ENDPOINT_URL"],
                 config["S3_REGION"],
+                config["S3_CONNECT_TIMEOUT"],
+                config["S3_READ_TIMEOUT"],
             )
         raise RuntimeError(f"SCRIPTORIUM_STORAGE_BACKEND must be 'local' or 's3', not {kind!r}")
 

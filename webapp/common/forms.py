@@ -15,12 +15,13 @@ from werkzeug import formparser
 from werkzeug.datastructures import FileStorage, Headers
 from werkzeug.http import parse_options_header
 
-from webapp.errors import UnsupportedMediaTypeError
+from webapp.errors import UnsupportedMediaTypeError, ValidationError
 
 # Bodies up to this size are read whole; werkzeug's own stream factory also keeps those in memory.
 SMALL_FORM_BYTES = 64 * 1024
 PADDING = b" \t\x0b\x0c"  # what may follow a boundary on its line
 _CHARSETS = formparser.MultiPartParser()  # for its rule of which charsets a part may declare
+NOT_UTF8_HEADER = "A part's headers are not UTF-8 text: send file names in UTF-8."
 
 
 class FormDataParser(formparser.FormDataParser):
@@ -32,12 +33,27 @@ class FormDataParser(formparser.FormDataParser):
         limit = min(SMALL_FORM_BYTES, self.max_form_memory_size or SMALL_FORM_BYTES)
         small = bool(content_length) and content_length <= limit
         if mimetype != "multipart/form-data" or not small or not boundary or not boundary.isascii():
-            return super().parse(stream, mimetype, content_length, options)
+            return self._parse_by_werkzeug(stream, mimetype, content_length, options)
         body = stream.read()
         parts = self._split(body, boundary.encode())
         if parts is None:
-            return super().parse(io.BytesIO(body), mimetype, content_length, options)
+            return self._parse_by_werkzeug(io.BytesIO(body), mimetype, content_length, options)
         return stream, self.cls(parts[0]), self.cls(parts[1])
+
+    def _parse_by_werkzeug(self, stream, mimetype, content_length, options):
+        """werkzeug's parse; a part header it cannot decode (werkzeug would answer an empty form, so every field
+        seemed missing) is a 422 that says so."""
+        silent, self.silent = self.silent, False
+        try:
+            return super().parse(stream, mimetype, content_length, options)
+        except ValueError as exc:
+            if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__context__, UnicodeDecodeError):
+                raise ValidationError({"_body": NOT_UTF8_HEADER}) from exc
+            if not silent:
+                raise
+            return stream, self.cls(), self.cls()
+        finally:
+            self.silent = silent
 
     def _split(self, body: bytes, boundary: bytes) -> tuple[list, list] | None:
         """(fields, files) of a plain complete form, or None for werkzeug to parse."""
@@ -69,17 +85,16 @@ class FormDataParser(formparser.FormDataParser):
 
 
 def _headers(lines: list[bytes]) -> Headers | None:
-    """The part's headers, or None when a line is folded, broken by a bare CR or LF, or not UTF-8."""
+    """The part's headers, or None when a line is folded or broken by a bare CR or LF."""
     pairs = []
     for line in lines:
         if line[:1] in (b" ", b"\t") or b"\r" in line or b"\n" in line:
             return None
         line = line.strip(b" \t")
         if line:
-            try:
-                name, _, value = line.decode().partition(":")
-            except UnicodeDecodeError:
-                return None
+            # Bytes that are not UTF-8 (a file name in a legacy encoding) stay as surrogates, for the rule that
+            # reads the header to refuse by name.
+            name, _, value = line.decode(errors="surrogateescape").partition(":")
             pairs.append((name.strip(" \t"), value.strip(" \t")))
     return Headers(pairs)
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 
+from webapp.common.fields import unstorable_text
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from webapp.extensions import db, store
 from webapp.models import (
@@ -47,6 +48,8 @@ MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_
 def sanitise_file_name(raw: str, field: str = "record_file") -> str:
     """The last path component of ``raw`` without control characters or leading dots, at most 200 bytes of
     UTF-8 (file systems count bytes); 422 on ``field`` if nothing is left."""
+    if unstorable_text(raw.replace("\0", "")):  # bytes that were not UTF-8, kept as surrogates
+        raise ValidationError({field: "The file name is not UTF-8 text; send it in UTF-8."})
     name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().lstrip(".").strip()
     if not name:

@@ -16,7 +16,8 @@ def list_experiments():
 
 
 def create_experiment(values: dict) -> Experiment:
-    """Create an experiment; its name must be new (409)."""
+    """Create an experiment; its name must be new (409), it may not end before it starts (422)."""
+    _check_dates(values, "experiment")
     experiment = Experiment(**values)
     db.session.add(experiment)
     commit(f"An experiment named {values['experiment_name']!r} exists already.")
@@ -31,6 +32,7 @@ def get_experiment(experiment_id: uuid.UUID) -> Experiment:
 def update_experiment(experiment_id: uuid.UUID, values: dict) -> Experiment:
     """Change the given fields of an experiment."""
     experiment = get_experiment(experiment_id)
+    _check_dates(values, "experiment", experiment)
     update_fields(experiment, values)
     commit(f"An experiment named {values.get('experiment_name')!r} exists already.")
     return experiment
@@ -48,8 +50,10 @@ def list_seasons(experiment_id: uuid.UUID):
 
 
 def create_season(experiment_id: uuid.UUID, values: dict) -> Season:
-    """Create a season in an experiment; its name must be new within the experiment (409)."""
+    """Create a season in an experiment; its name must be new within the experiment (409), it may not end before it
+    starts (422)."""
     experiment = get_experiment(experiment_id)
+    _check_dates(values, "season")
     season = Season(experiment=experiment, **values)
     db.session.add(season)
     commit(f"The experiment already has a season named {values['season_name']!r}.")
@@ -64,6 +68,7 @@ def get_season(season_id: uuid.UUID) -> Season:
 def update_season(season_id: uuid.UUID, values: dict) -> Season:
     """Change the given fields of a season."""
     season = get_season(season_id)
+    _check_dates(values, "season", season)
     update_fields(season, values)
     commit(f"The experiment already has a season named {values.get('season_name')!r}.")
     return season
@@ -72,6 +77,14 @@ def update_season(season_id: uuid.UUID, values: dict) -> Season:
 def delete_season(season_id: uuid.UUID):
     """Delete a season; 409 while records reference it."""
     return delete(get_season(season_id), "Records still reference this season.")
+
+
+def _check_dates(values: dict, kind: str, current=None) -> None:
+    """422 when an experiment's or season's start date (given, else ``current``'s) is after its end date."""
+    start_name, end_name = f"{kind}_start_date", f"{kind}_end_date"
+    start, end = (values[name] if name in values else getattr(current, name, None) for name in (start_name, end_name))
+    if start is not None and end is not None and start > end:
+        raise ValidationError({end_name: f"The {kind} ends ({end}) before it starts ({start})."})
 
 
 def list_sites():
