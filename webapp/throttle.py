@@ -36,12 +36,16 @@ class ThrottleUnavailableError(APIError):
 
 
 class SigninThrottle:
-    """Per-app limits on failed sign-ins: ``check`` before comparing a password, ``count_failure`` after a miss."""
+    """Per-app limits on failed sign-ins: ``check`` before comparing a password, ``count_failure`` after a miss.
+
+    Attempts checked at the same moment are counted only once they have failed, so a burst can pass the limit by
+    at most the number of requests served at once (a gunicorn worker's threads); then every attempt is refused.
+    """
 
     def init_app(self, app: Flask) -> None:
         """Parse the limits (a bad one fails at boot) and open the storage named by ``RATELIMIT_STORAGE_URL``."""
         url = app.config["RATELIMIT_STORAGE_URL"]
-        options = REDIS_TIMEOUTS if url.startswith(("redis", "rediss")) else {}
+        options = REDIS_TIMEOUTS if url.startswith("redis") else {}
         app.extensions["signin_throttle"] = _Limits(
             MovingWindowRateLimiter(storage_from_string(url, wrap_exceptions=True, **options)),
             prefix=app.config["RATELIMIT_KEY_PREFIX"],
