@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import yaml
+from click.testing import CliRunner
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bench.support import RssWatch, worker_pid
@@ -153,7 +154,6 @@ def test_slow_clients_leave_health_probes_answering(stack):
         pytest.param(b"GET /api/health HTTP/1.1\r\n\r\n", 400, id="no Host"),
         pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n", 400, id="TLS to the HTTP port"),
         pytest.param("GET /api/sites/é HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 400, id="raw UTF-8 in the URL"),
-        pytest.param(b"BREW /api/health HTTP/1.1\r\nHost: x\r\n\r\n", 405, id="unknown method"),
         pytest.param(b"GET /api/health HTTP/2.0\r\nHost: x\r\n\r\n", 505, id="HTTP/2.0 request line"),
         pytest.param(
             b"POST /api/scripts HTTP/1.1\r\nHost: x\r\nContent-Length: 6000000000\r\n\r\n", 413, id="over 5 GiB"
@@ -169,6 +169,13 @@ def test_slow_clients_leave_health_probes_answering(stack):
 def test_requests_nginx_refuses_get_json_errors(stack, request_bytes, code):
     """Requests nginx refuses itself get the API's error shape as JSON, never nginx's HTML page."""
     assert_error_shape(*raw_request(stack[0], request_bytes), code)
+
+
+def test_unknown_method_is_json_405_with_allow(stack):
+    """A method the API does not serve is a JSON 405 from nginx that lists the methods it does serve."""
+    status, headers, body = raw_request(stack[0], b"BREW /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_error_shape(status, headers, body, 405)
+    assert headers["allow"] == "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def test_headers_within_nginx_limits_reach_the_app(stack):
@@ -331,3 +338,16 @@ def test_compose_puts_nginx_in_front_of_web():
     limit = nginx["environment"]["SCRIPTORIUM_MAX_CONTENT_LENGTH"]
     assert web["environment"]["SCRIPTORIUM_MAX_CONTENT_LENGTH"] == limit
     render_nginx_config(**nginx["environment"])  # refuses a placeholder without a value
+
+
+def test_serve_says_it_serves_on_loopback_only(monkeypatch):
+    """`scriptorium serve` binds 127.0.0.1 unless told otherwise and says that nginx (deploy/nginx) exposes it."""
+    from webapp.cli import main
+
+    started = []
+    monkeypatch.setattr(os, "execv", lambda path, args: started.append(args))
+    default = CliRunner().invoke(main, ["serve", "--port", "5123"])
+    everywhere = CliRunner().invoke(main, ["serve", "--port", "5123", "--host", "0.0.0.0"])
+    assert started[0][started[0].index("--bind") + 1] == "127.0.0.1:5123"
+    assert "loopback only" in default.output and "deploy/nginx" in default.output
+    assert "loopback" not in everywhere.output
