@@ -4,6 +4,7 @@ Includes the fault tests: a worker killed with SIGKILL mid-job, the object store
 and Redis restarted (losing its queue) while a job waits.
 """
 
+import gzip
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import empty_tables, make_app, make_token, token_client
+from tests.memory import peak_rss_growth
 from tests.servers import celery_worker, free_port, kill_process_group, redis_server, s3_server, wait_until
 
 MACHINE_REDIS = os.environ.get("SCRIPTORIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -156,6 +158,35 @@ def test_bulk_upload_of_10k_rows_ends_with_exact_counts_and_lines(stack):
     assert [error["line"] for error in job["errors"]] == expected["error_lines"][:100]
     stored = stack.client.get(f"/api/scripts/id/{script['id']}/records").data.count(b"\n")
     assert stored == expected["inserted"]
+
+
+def test_hostile_files_leave_the_worker_alive_with_flat_memory(stack):
+    """Deep nesting, a gzip bomb and a 40 MB line each fail as one row; the worker lives and its memory stays flat."""
+    script = stack.seed()
+    valid = json.dumps({**ROW, "timestamp": "2024-05-01T00:00:00Z"}).encode()
+    later = json.dumps({**ROW, "timestamp": "2024-05-01T00:00:01Z"}).encode()
+    bomb = io.BytesIO()
+    with gzip.GzipFile(fileobj=bomb, mode="wb") as out:
+        out.write(valid + b"\n")
+        for _ in range(200):
+            out.write(b"0" * 1_000_000)
+        out.write(b"\n" + later + b"\n")
+    files = {
+        "deep.json": b'[{"script_data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}, " + valid + b"]",
+        "bomb.ndjson.gz": bomb.getvalue(),
+        "long.ndjson": valid + b'\n{"script_data": {"x": "' + b"x" * 40_000_000 + b'"}}\n' + later + b"\n",
+    }
+    with stack.worker() as worker:
+        for name, content in files.items():
+            response = stack.client.post(
+                f"/api/scripts/id/{script['id']}/records/bulk", data={"file": (io.BytesIO(content), name)}
+            )
+            assert response.status_code == 202, response.json
+            with peak_rss_growth(worker.pid) as growth:
+                job = stack.wait_for_job(response.json["id"])
+            assert (job["state"], job["failed"]) == ("succeeded", 1), (name, job)
+            assert growth.mb < 50, name
+            assert worker.poll() is None
 
 
 def test_worker_killed_mid_job_is_resumed_with_the_same_counts(stack):

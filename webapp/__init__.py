@@ -15,14 +15,22 @@ Record searches are NDJSON streams instead: every match, one record per line, no
 **Files** attached to a record are stored by a background job: the POST answers with `file_status: pending`,
 then `ready` (with size and SHA-256) or `failed`; `/download` is 409 with `Retry-After` until then. File names
 keep only their last path component, without control characters or leading dots, at most 200 bytes of UTF-8 (a
-name with nothing left is 422); a part's media type is kept when well formed, else guessed from the name. When the
-object store is unreachable the POST is 503 and nothing is stored.
+name with nothing left, or one that is not UTF-8, is 422); a part's media type is kept when well formed, else
+guessed from the name. When the object store is unreachable or does not answer in time, the POST is 503 with
+`Retry-After` and nothing is stored.
 
 **Other choices**: DELETE answers 200 with the deleted object. Text may not hold NUL characters or unpaired
 surrogates, JSON fields may nest at most 64 levels and hold no NaN or Infinity (422). Concurrent requests that
 collide in the database get 409 with `Retry-After`; a request whose database connection was lost gets 503 with
-`Retry-After`. Bulk uploads answer 202 with a job to poll at `/api/jobs`; cancelling a job deletes its staged
-upload, and a record whose file job is cancelled says its file `failed`.
+`Retry-After`. A body sent with a `Content-Encoding` is 415 (none is decoded). An experiment or season may not
+end before it starts (422).
+
+**Bulk uploads** answer 202 with a job to poll at `/api/jobs`. A file may be gzip-compressed (`rows.ndjson.gz`;
+known by its first bytes), and is read in bounded memory: a row over `SCRIPTORIUM_BULK_MAX_ROW_BYTES` (1 MiB by
+default), nested past 65 levels, not UTF-8 or malformed fails alone on its line and the job reads on; a file that
+cannot be read on (a CSV header, a JSON array that never closes, a broken gzip stream, more decompressed data than an
+upload may hold) fails the job after storing the rows before it. Cancelling a job deletes its staged upload, and a
+record whose file job is cancelled says its file `failed`.
 
 **Credentials**: send `Authorization: Bearer <token>` (or `X-API-Key: <token>`). Reads need the `reader`
 role, writes `writer`; a deployment may open reads to anonymous callers. Get a token with `POST /api/tokens`
