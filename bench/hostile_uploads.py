@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         tmp = Path(tmp)
         settings = {**broker_settings(), "storage_backend": "s3", "s3_endpoint_url": s3.url, "s3_bucket": "hostile"}
+        # moto completes a multipart upload of gigabytes silently, where S3 and MinIO keep the connection alive.
+        settings["s3_read_timeout"] = "600"
         env = {**support.app_env(url, tmp / "instance", **settings), "AWS_ACCESS_KEY_ID": "bench"}
         env.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
         token = support.api_token(url, tmp / "instance")

@@ -46,7 +46,7 @@ class Settings:
     # Seconds to wait for the object store to accept a connection, and then for each answer: no request hangs
     # on a store that is down.
     s3_connect_timeout: float = 3.0
-    s3_read_timeout: float = 20.0
+    s3_read_timeout: float = 30.0
     download_url_expires: int = 300
     # Background work. Without a broker URL, jobs run on a thread inside the web process (embedded default):
     # a Redis on localhost is never assumed, since it would queue jobs that no worker takes.

@@ -164,7 +164,7 @@ class S3Backend:
         public_endpoint_url: str | None,
         region: str,
         connect_timeout: float = 3.0,
-        read_timeout: float = 20.0,
+        read_timeout: float = 30.0,
     ):
         import boto3
         from boto3.s3.transfer import TransferConfig
