@@ -162,7 +162,7 @@ def test_cli_upload_follows_the_job_and_sets_the_exit_status(server, tmp_path):
     broken.write_text('[{"timestamp": "2024-06-02T00:00:00Z"}, {"timestamp": ')
     failed = runner.invoke(main, ["upload", str(broken), *args, "--interval", "0.1"])
     assert failed.exit_code == 1
-    assert "malformed" in failed.output
+    assert "ends before its closing bracket" in failed.output
 
     listed = runner.invoke(main, ["jobs", "--url", server], env={"SCRIPTORIUM_TOKEN": token})
     assert listed.exit_code == 0
