@@ -146,6 +146,25 @@ def test_openapi_document_describes_the_contract(client):
     assert "X-Total-Count" in spec["info"]["description"]
 
 
+def test_openapi_document_lists_every_status_without_a_catch_all(client):
+    """Each operation documents its statuses (no "default"): 404 for path ids, 401 unless public, and the
+    public ones (health) say they need no credentials."""
+    spec = client.get("/api/openapi.json").json
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            assert "default" not in responses, (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if path == "/api/health":
+                assert operation["security"] == [] and "401" not in responses
+            else:
+                assert "security" not in operation or operation["security"], (method, path)
+                assert {"401", "503"} <= set(responses), (method, path)
+
+
 def test_docs_page_works_offline(client):
     """The docs page loads its assets from this server, not from a CDN."""
     page = client.get("/api/docs")

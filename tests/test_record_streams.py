@@ -120,6 +120,15 @@ def test_filter_lists_or_within_and_across(client, two_sites, records_url):
     assert len(experiments) == 3
 
 
+def test_filter_with_an_empty_name_is_422(client, reference, records_url):
+    """An empty name in a list filter (site_names=, a,,b, a trailing comma) is 422 naming the parameter."""
+    for query in ({"site_names": ""}, {"season_names": "Summer,,x"}, {"dataset_names": "d,"}):
+        response = client.get(f"{records_url}/filter", query_string=query)
+        assert response.status_code == 422, query
+        assert set(response.json["errors"]) == set(query), response.json
+    assert client.get(f"{records_url}/filter", query_string={"site_names": "Maricopa"}).status_code == 200
+
+
 def test_filter_with_bad_timestamp_is_422(client, reference, records_url):
     """A non-ISO bound is a validation error, not an empty stream."""
     response = client.get(records_url + "/filter", query_string={"start_timestamp": "last week"})

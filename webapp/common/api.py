@@ -1,7 +1,8 @@
 """Thin project subclasses of flask-smorest's Api, Blueprint and marshmallow's Schema.
 
 Project-wide behaviour has exactly one home here: the error shape, the media-type check of request bodies,
-the unknown-field policy (bodies reject unknown fields, query strings ignore them) and limit/offset paging.
+the unknown-field policy (bodies reject unknown fields, query strings ignore them), limit/offset paging, and
+the error responses every operation documents (credentials, rights, bodies, collisions, a lost database).
 """
 
 import json
@@ -18,6 +19,18 @@ from webapp import errors
 from webapp.common.fields import JSONObject
 from webapp.common.pagination import fetch_page
 
+SAFE_METHODS = ("get", "head", "options")
+# Errors an operation may answer besides its own, by status: flask-smorest's response of that status name, in
+# the error shape. Which operations each applies to is in Blueprint._prepare_common_errors_doc.
+COMMON_ERRORS = {
+    "401": "UNAUTHORIZED",  # operations that need credentials
+    "403": "FORBIDDEN",  # writes: the writer role, or a session's CSRF token
+    "409": "CONFLICT",  # writes: concurrent requests collided in the database (with Retry-After)
+    "400": "BAD_REQUEST",  # bodies: malformed JSON or multipart
+    "413": "REQUEST_ENTITY_TOO_LARGE",  # bodies over the configured maximum
+    "415": "UNSUPPORTED_MEDIA_TYPE",  # bodies of another media type
+    "503": "SERVICE_UNAVAILABLE",  # the database (or the object store) could not be reached (with Retry-After)
+}
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": FORM_TYPES, "multipart": FORM_TYPES}
@@ -72,9 +85,9 @@ class PageArgsSchema(QueryArgsSchema):
 class ErrorSchema(Schema):
     """The one error shape of every endpoint."""
 
-    code = ma.fields.Integer(metadata={"description": "The HTTP status."})
-    error = ma.fields.String(metadata={"description": "Short title of the status."})
-    error_description = ma.fields.String(metadata={"description": "What went wrong and how to fix it."})
+    code = ma.fields.Integer(required=True, metadata={"description": "The HTTP status."})
+    error = ma.fields.String(required=True, metadata={"description": "Short title of the status."})
+    error_description = ma.fields.String(required=True, metadata={"description": "What went wrong and how to fix it."})
     errors = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.List(ma.fields.String()),
@@ -91,13 +104,43 @@ def _require_media_type(accepted: tuple[str, ...]) -> None:
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest Blueprint that checks body media types and pages ``select()`` results."""
+    """flask-smorest Blueprint that checks body media types, pages ``select()`` results and documents the
+    errors every operation may answer. ``public=True``: its operations need no credentials (see webapp/auth.py)."""
 
     ARGUMENTS_PARSER = Parser()
     DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
         **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
         "multipart": "multipart/form-data",
     }
+
+    def __init__(self, *args, public: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.public = public
+        self._prepare_doc_cbks.append(self._prepare_common_errors_doc)
+
+    def _prepare_common_errors_doc(self, doc, doc_info, *, method, **kwargs):
+        """Document the errors that come from outside the view: credentials, bodies, the database."""
+        responses = doc.setdefault("responses", {})
+        if self.public:
+            doc["security"] = []
+            return doc
+        applies = {
+            "401": True,
+            "403": method not in SAFE_METHODS,
+            "409": method not in SAFE_METHODS,
+            "503": True,
+            **dict.fromkeys(("400", "413", "415"), "requestBody" in doc),
+        }
+        for status, component in COMMON_ERRORS.items():
+            if applies[status]:
+                responses.setdefault(status, component)
+        return doc
+
+    def alt_response(self, status_code, response=None, *, schema=None, **kwargs):
+        """Document another response; an error response without a schema has the error shape."""
+        if response is None and schema is None and int(status_code) >= 400:
+            schema = ErrorSchema
+        return super().alt_response(status_code, response, schema=schema, **kwargs)
 
     def arguments(self, schema, *, location="json", **kwargs):
         """Parse ``schema`` from ``location``; a body of the wrong media type is 415, not a 422."""
@@ -144,6 +187,8 @@ class Api(flask_smorest.Api):
     """flask-smorest Api rendering every error in the contract's shape."""
 
     ERROR_SCHEMA = ErrorSchema
+    # Every status an operation answers is documented (COMMON_ERRORS, and each view's own): no catch-all.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def init_app(self, app, *args, **kwargs):
         """Bind to ``app`` and teach the OpenAPI generator the project's custom fields."""

@@ -40,14 +40,16 @@ class ExperimentById(MethodView):
         """Get one experiment."""
         return reference.get_experiment(experiment_id)
 
-    @blp.arguments(ExperimentUpdateSchema(partial=True))
+    @blp.arguments(ExperimentUpdateSchema(partial=True), required=False)
     @blp.response(200, ExperimentSchema)
+    @blp.alt_response(404, description="Unknown experiment.")
     @blp.alt_response(409, description="Another experiment has that name.")
     def patch(self, values, experiment_id: uuid.UUID):
         """Change the given fields of an experiment."""
         return reference.update_experiment(experiment_id, values)
 
     @blp.response(200, ExperimentSchema)
+    @blp.alt_response(404, description="Unknown experiment.")
     @blp.alt_response(409, description="Records still reference the experiment or its seasons.")
     def delete(self, experiment_id: uuid.UUID):
         """Delete an experiment and its seasons; answers the deleted experiment."""
@@ -80,14 +82,16 @@ class SeasonById(MethodView):
         """Get one season."""
         return reference.get_season(season_id)
 
-    @blp.arguments(SeasonUpdateSchema(partial=True))
+    @blp.arguments(SeasonUpdateSchema(partial=True), required=False)
     @blp.response(200, SeasonSchema)
+    @blp.alt_response(404, description="Unknown season.")
     @blp.alt_response(409, description="The experiment has another season of that name.")
     def patch(self, values, season_id: uuid.UUID):
         """Change the given fields of a season."""
         return reference.update_season(season_id, values)
 
     @blp.response(200, SeasonSchema)
+    @blp.alt_response(404, description="Unknown season.")
     @blp.alt_response(409, description="Records still reference the season.")
     def delete(self, season_id: uuid.UUID):
         """Delete a season; answers the deleted season."""

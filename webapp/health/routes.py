@@ -5,11 +5,11 @@ from flask.views import MethodView
 
 from webapp.common.api import Blueprint, Schema
 
-blp = Blueprint("health", __name__, url_prefix="/api/health", description="Liveness of the web process.")
+blp = Blueprint("health", __name__, url_prefix="/api/health", description="Liveness of the web process.", public=True)
 
 
 class HealthSchema(Schema):
-    status = ma.fields.String()
+    status = ma.fields.String(required=True)
 
 
 @blp.route("")

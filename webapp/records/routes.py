@@ -73,9 +73,14 @@ class ScriptRecords(MethodView):
         return records.create_record(script_id, values, upload)
 
 
+# The part types recognised without looking at the file name (a gzip part needs a name saying its format).
+BULK_PART_TYPES = {"file": {"contentType": "application/x-ndjson, text/csv, application/json"}}
+
+
 @blp.route("/id/<uuid:script_id>/records/bulk")
 class ScriptRecordsBulk(MethodView):
     @blp.arguments(BulkUploadFormSchema, location="multipart")
+    @blp.doc(requestBody={"content": {"multipart/form-data": {"encoding": BULK_PART_TYPES}}})
     @blp.response(
         202, JobSchema, headers={"Location": {"description": "The job to poll", "schema": {"type": "string"}}}
     )
@@ -118,7 +123,7 @@ class RecordById(MethodView):
         """Get one record."""
         return records.get_record(record_id)
 
-    @blp.arguments(RecordUpdateSchema)
+    @blp.arguments(RecordUpdateSchema, required=False)
     @blp.response(200, RecordSchema)
     @blp.alt_response(404, description="Unknown record.")
     def patch(self, values, record_id: uuid.UUID):

@@ -55,7 +55,7 @@ class ScriptById(MethodView):
         """Get one script."""
         return scripts.get_script(script_id)
 
-    @blp.arguments(ScriptUpdateSchema(partial=True))
+    @blp.arguments(ScriptUpdateSchema(partial=True), required=False)
     @blp.response(200, ScriptSchema)
     @blp.alt_response(404, description="Unknown script.")
     def patch(self, values, script_id: uuid.UUID):

@@ -35,14 +35,16 @@ class SiteById(MethodView):
         """Get one site."""
         return reference.get_site(site_id)
 
-    @blp.arguments(SiteUpdateSchema(partial=True))
+    @blp.arguments(SiteUpdateSchema(partial=True), required=False)
     @blp.response(200, SiteSchema)
+    @blp.alt_response(404, description="Unknown site.")
     @blp.alt_response(409, description="Another site has that name.")
     def patch(self, values, site_id: uuid.UUID):
         """Change the given fields of a site."""
         return reference.update_site(site_id, values)
 
     @blp.response(200, SiteSchema)
+    @blp.alt_response(404, description="Unknown site.")
     @blp.alt_response(409, description="Records still reference the site.")
     def delete(self, site_id: uuid.UUID):
         """Delete a site; answers the deleted site."""

@@ -28,6 +28,12 @@ class Tokens(MethodView):
     @blp.arguments(TokenCreateSchema)
     @blp.response(200, NewTokenSchema)
     @blp.alt_response(403, description="The role asked for exceeds the account's.")
+    @blp.alt_response(
+        429,
+        description="Too many failed password sign-ins for this email or client address; see Retry-After.",
+        headers={"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    )
+    @blp.doc(security=[{"bearerToken": []}, {"apiKey": []}, {"emailPassword": []}])
     def post(self, values):
         """Create a token; its secret is in the answer this once."""
         token, secret = accounts.create_token(current_account(), **values)
