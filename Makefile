@@ -7,7 +7,7 @@ CHROMIUM := /usr/bin/chromium
 # The proxy the slow-client tests put in front of gunicorn (Debian's package); the tests run their own instance.
 NGINX := /usr/sbin/nginx
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz clean
 
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/scriptorium init
@@ -23,6 +23,14 @@ lint: $(DEV_VENV)/.installed
 
 bench: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python -m bench
+
+# A long fuzzing run: the suite's schemathesis test with many more cases per operation (FUZZ_EXAMPLES; `make test`
+# runs 25) and a seed of your choice (FUZZ_SEED), on both databases.
+FUZZ_EXAMPLES ?= 1000
+FUZZ_SEED ?= 20261201
+fuzz: $(DEV_VENV)/.installed
+	SCRIPTORIUM_TEST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SCRIPTORIUM_TEST_FUZZ_SEED=$(FUZZ_SEED) \
+		$(DEV_VENV)/bin/pytest tests/test_fuzz.py
 
 # Runtime dependencies only.
 $(RUN_VENV)/.installed: pyproject.toml

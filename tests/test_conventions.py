@@ -148,7 +148,7 @@ def test_openapi_document_describes_the_contract(client):
 
 def test_openapi_document_lists_every_status_without_a_catch_all(client):
     """Each operation documents its statuses (no "default"): 404 for path ids, 401 unless public, and the
-    public ones (health) say they need no credentials."""
+    public ones (health) say they need no credentials; response schemas require the fields always sent."""
     spec = client.get("/api/openapi.json").json
     for path, item in spec["paths"].items():
         for method, operation in item.items():
@@ -163,6 +163,10 @@ def test_openapi_document_lists_every_status_without_a_catch_all(client):
             else:
                 assert "security" not in operation or operation["security"], (method, path)
                 assert {"401", "503"} <= set(responses), (method, path)
+    # Responses carry every field: the document requires them (all of a record's, a script's read-only ones).
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["Record"]["required"]) == set(schemas["Record"]["properties"])
+    assert {"id", "created_at", "updated_at", "script_name"} == set(schemas["Script"]["required"])
 
 
 def test_docs_page_works_offline(client):

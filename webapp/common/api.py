@@ -10,6 +10,9 @@ from functools import wraps
 
 import flask_smorest
 import marshmallow as ma
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_instance
+from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from flask import request
 from webargs.flaskparser import FlaskParser
 from webargs.multidictproxy import MultiDictProxy
@@ -62,6 +65,10 @@ class Schema(ma.Schema):
         unknown = ma.RAISE
 
 
+class ResponseSchema(Schema):
+    """Base of schemas that are only ever sent: every field is in every response, null where empty."""
+
+
 class QueryArgsSchema(ma.Schema):
     """Base schema of query strings: unknown parameters are ignored."""
 
@@ -82,17 +89,44 @@ class PageArgsSchema(QueryArgsSchema):
     )
 
 
-class ErrorSchema(Schema):
+class ErrorSchema(ResponseSchema):
     """The one error shape of every endpoint."""
 
-    code = ma.fields.Integer(required=True, metadata={"description": "The HTTP status."})
-    error = ma.fields.String(required=True, metadata={"description": "Short title of the status."})
-    error_description = ma.fields.String(required=True, metadata={"description": "What went wrong and how to fix it."})
+    code = ma.fields.Integer(metadata={"description": "The HTTP status."})
+    error = ma.fields.String(metadata={"description": "Short title of the status."})
+    error_description = ma.fields.String(metadata={"description": "What went wrong and how to fix it."})
     errors = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.List(ma.fields.String()),
         metadata={"description": "Field validation messages, by field (validation errors only)."},
     )
+
+    class Meta(ResponseSchema.Meta):
+        optional = ("errors",)
+
+
+class Converter(OpenAPIConverter):
+    """apispec's converter, listing as required the fields every response carries: all of a ResponseSchema's
+    (but those its ``Meta.optional`` names), and the read-only ones of the others. Read-only fields are never
+    sent, so this binds responses only."""
+
+    def schema2jsonschema(self, schema):
+        jsonschema = super().schema2jsonschema(schema)
+        instance = resolve_schema_instance(schema)
+        complete = isinstance(instance, ResponseSchema)
+        optional = getattr(instance.Meta, "optional", ())
+        required = list(jsonschema.get("required", []))
+        for name, field in instance.fields.items():
+            key = field.data_key or name
+            if (field.dump_only or complete) and not field.load_only and name not in optional and key not in required:
+                required.append(key)
+        if required:
+            jsonschema["required"] = required
+        return jsonschema
+
+
+class Plugin(MarshmallowPlugin):
+    Converter = Converter
 
 
 def _require_media_type(accepted: tuple[str, ...]) -> None:
@@ -190,9 +224,9 @@ class Api(flask_smorest.Api):
     # Every status an operation answers is documented (COMMON_ERRORS, and each view's own): no catch-all.
     DEFAULT_ERROR_RESPONSE_NAME = None
 
-    def init_app(self, app, *args, **kwargs):
-        """Bind to ``app`` and teach the OpenAPI generator the project's custom fields."""
-        super().init_app(app, *args, **kwargs)
+    def init_app(self, app, *, spec_kwargs=None):
+        """Bind to ``app`` and teach the OpenAPI generator the project's conventions and custom fields."""
+        super().init_app(app, spec_kwargs={"marshmallow_plugin": Plugin(), **(spec_kwargs or {})})
         self.register_field(JSONObject, "object", None)
 
     def _register_error_handlers(self):

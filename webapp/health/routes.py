@@ -3,13 +3,13 @@
 import marshmallow as ma
 from flask.views import MethodView
 
-from webapp.common.api import Blueprint, Schema
+from webapp.common.api import Blueprint, ResponseSchema
 
 blp = Blueprint("health", __name__, url_prefix="/api/health", description="Liveness of the web process.", public=True)
 
 
-class HealthSchema(Schema):
-    status = ma.fields.String(required=True)
+class HealthSchema(ResponseSchema):
+    status = ma.fields.String()
 
 
 @blp.route("")

@@ -2,7 +2,7 @@
 
 import marshmallow as ma
 
-from webapp.common.api import QueryArgsSchema, Schema
+from webapp.common.api import QueryArgsSchema, ResponseSchema
 from webapp.common.fields import Text, Timestamp
 from webapp.models import JobKind, JobState
 
@@ -10,12 +10,12 @@ STATES = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED
 KINDS = (JobKind.BULK_RECORDS, JobKind.RECORD_FILE)
 
 
-class JobErrorSchema(Schema):
+class JobErrorSchema(ResponseSchema):
     line = ma.fields.Integer(metadata={"description": "Physical line (NDJSON, CSV) or 1-based item (JSON array)."})
     error = ma.fields.String()
 
 
-class JobSchema(Schema):
+class JobSchema(ResponseSchema):
     id = ma.fields.UUID()
     kind = ma.fields.String(metadata={"description": " | ".join(KINDS)})
     state = ma.fields.String(metadata={"description": "queued → running → succeeded | failed | cancelled"})

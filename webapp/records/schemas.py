@@ -2,13 +2,13 @@
 
 import marshmallow as ma
 
-from webapp.common.api import QueryArgsSchema, Schema
+from webapp.common.api import QueryArgsSchema, ResponseSchema, Schema
 from webapp.common.fields import File, JSONObject, NameList, Text, Timestamp
 
 NAME = ma.validate.Length(min=1, max=255)
 
 
-class RecordSchema(Schema):
+class RecordSchema(ResponseSchema):
     id = ma.fields.UUID()
     timestamp = Timestamp()
     collection_date = ma.fields.Date()

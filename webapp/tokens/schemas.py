@@ -2,7 +2,7 @@
 
 import marshmallow as ma
 
-from webapp.common.api import Schema
+from webapp.common.api import ResponseSchema, Schema
 from webapp.common.fields import Text, Timestamp
 from webapp.models import Role
 
@@ -13,7 +13,7 @@ class TokenCreateSchema(Schema):
     expires_in_days = ma.fields.Integer(validate=ma.validate.Range(min=1, max=3650), allow_none=True)
 
 
-class TokenSchema(Schema):
+class TokenSchema(ResponseSchema):
     id = ma.fields.UUID()
     name = ma.fields.String()
     role = ma.fields.String()
@@ -23,7 +23,7 @@ class TokenSchema(Schema):
     last_used_at = Timestamp(allow_none=True)
 
 
-class NewTokenSchema(Schema):
+class NewTokenSchema(ResponseSchema):
     id = ma.fields.UUID()
     name = ma.fields.String()
     role = ma.fields.String()
