@@ -26,14 +26,18 @@ SAFE_METHODS = ("get", "head", "options")
 # Errors an operation may answer besides its own, by status: flask-smorest's response of that status name, in
 # the error shape. Which operations each applies to is in Blueprint._prepare_common_errors_doc.
 COMMON_ERRORS = {
+    "400": "BAD_REQUEST",  # any request: a malformed request line or header (nginx); bodies: malformed JSON or form
+    "414": "REQUEST_URI_TOO_LONG",  # any request: a request line over 4 KB (nginx)
+    "431": "REQUEST_HEADER_FIELDS_TOO_LARGE",  # any request: a header line over 4 KB, or 16 KB of them (nginx)
     "401": "UNAUTHORIZED",  # operations that need credentials
     "403": "FORBIDDEN",  # writes: the writer role, or a session's CSRF token
     "409": "CONFLICT",  # writes: concurrent requests collided in the database (with Retry-After)
-    "400": "BAD_REQUEST",  # bodies: malformed JSON or multipart
     "413": "REQUEST_ENTITY_TOO_LARGE",  # bodies over the configured maximum
     "415": "UNSUPPORTED_MEDIA_TYPE",  # bodies of another media type
     "503": "SERVICE_UNAVAILABLE",  # the database (or the object store) could not be reached (with Retry-After)
 }
+# What nginx, in front in production (deploy/nginx), may answer to any request before the app sees it.
+REQUEST_ERRORS = ("400", "414", "431")
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 BODY_MEDIA_TYPES = {"json": JSON_TYPES, "form": FORM_TYPES, "files": FORM_TYPES, "multipart": FORM_TYPES}
@@ -153,17 +157,15 @@ class Blueprint(flask_smorest.Blueprint):
         self._prepare_doc_cbks.append(self._prepare_common_errors_doc)
 
     def _prepare_common_errors_doc(self, doc, doc_info, *, method, **kwargs):
-        """Document the errors that come from outside the view: credentials, bodies, the database."""
+        """Document the errors that come from outside the view: the proxy, credentials, bodies, the database."""
         responses = doc.setdefault("responses", {})
         if self.public:
             doc["security"] = []
-            return doc
         applies = {
-            "401": True,
-            "403": method not in SAFE_METHODS,
-            "409": method not in SAFE_METHODS,
-            "503": True,
-            **dict.fromkeys(("400", "413", "415"), "requestBody" in doc),
+            **dict.fromkeys(REQUEST_ERRORS, True),
+            **dict.fromkeys(("401", "503"), not self.public),
+            **dict.fromkeys(("403", "409"), not self.public and method not in SAFE_METHODS),
+            **dict.fromkeys(("413", "415"), "requestBody" in doc),
         }
         for status, component in COMMON_ERRORS.items():
             if applies[status]:
