@@ -167,6 +167,8 @@ def test_openapi_document_lists_every_status_without_a_catch_all(client):
     schemas = spec["components"]["schemas"]
     assert set(schemas["Record"]["required"]) == set(schemas["Record"]["properties"])
     assert {"id", "created_at", "updated_at", "script_name"} == set(schemas["Script"]["required"])
+    # Text refuses NUL (422), and the document says so.
+    assert schemas["Site"]["properties"]["site_name"]["pattern"] == "^[^\\u0000]*$"
 
 
 def test_docs_page_works_offline(client):

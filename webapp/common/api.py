@@ -19,7 +19,7 @@ from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 
 from webapp import errors
-from webapp.common.fields import JSONObject
+from webapp.common.fields import JSONObject, Text
 from webapp.common.pagination import fetch_page
 
 SAFE_METHODS = ("get", "head", "options")
@@ -111,8 +111,16 @@ class ErrorSchema(ResponseSchema):
 
 class Converter(OpenAPIConverter):
     """apispec's converter, listing as required the fields every response carries: all of a ResponseSchema's
-    (but those its ``Meta.optional`` names), and the read-only ones of the others. Read-only fields are never
-    sent, so this binds responses only."""
+    (but those its ``Meta.optional`` names), and the read-only ones of the others (read-only fields are never
+    sent, so this binds responses only); text fields say they hold no NUL."""
+
+    def init_attribute_functions(self):
+        super().init_attribute_functions()
+        self.attribute_functions.append(self.storable_text)
+
+    def storable_text(self, field, ret, **kwargs) -> dict:
+        """Text fields refuse NUL characters (422), which no UTF-8 database column stores: say so."""
+        return {"pattern": "^[^\\u0000]*$"} if isinstance(field, Text) and "pattern" not in ret else {}
 
     def schema2jsonschema(self, schema):
         jsonschema = super().schema2jsonschema(schema)
