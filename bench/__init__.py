@@ -1,3 +1,11 @@
 """Benchmarks of Scriptorium against baselines measured in the same run; ``python -m bench [name] [--n N]``."""
 
-BENCHMARKS = ("stream_records", "post_record", "record_file", "bulk_ingest", "worker_files", "slow_clients", "hostile_uploads")
+BENCHMARKS = (
+    "stream_records",
+    "post_record",
+    "record_file",
+    "bulk_ingest",
+    "worker_files",
+    "slow_clients",
+    "hostile_uploads",
+)
