@@ -28,7 +28,7 @@ bench: $(DEV_VENV)/.installed
 # runs 25) and a seed of your choice (FUZZ_SEED), on both databases.
 FUZZ_EXAMPLES ?= 1000
 FUZZ_SEED ?= 20261201
-fuzz: $(DEV_VENV)/.installed
+fuzz: $(DEV_VENV)/.installed $(NGINX)
 	SCRIPTORIUM_TEST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SCRIPTORIUM_TEST_FUZZ_SEED=$(FUZZ_SEED) \
 		$(DEV_VENV)/bin/pytest tests/test_fuzz.py
 
