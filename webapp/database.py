@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
-from webapp.common.fields import iso_utc
+from webapp.fields import iso_utc
 from webapp.models import utcnow
 
 

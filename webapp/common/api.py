@@ -19,8 +19,8 @@ from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 
 from webapp import errors
-from webapp.common.fields import JSONObject, Text
 from webapp.common.pagination import fetch_page
+from webapp.fields import JSONObject, Text
 
 SAFE_METHODS = ("get", "head", "options")
 # Errors an operation may answer besides its own, by status: flask-smorest's response of that status name, in

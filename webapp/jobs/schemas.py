@@ -3,7 +3,7 @@
 import marshmallow as ma
 
 from webapp.common.api import QueryArgsSchema, ResponseSchema
-from webapp.common.fields import Text, Timestamp
+from webapp.fields import Text, Timestamp
 from webapp.models import JobKind, JobState
 
 STATES = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)

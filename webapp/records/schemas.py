@@ -3,7 +3,7 @@
 import marshmallow as ma
 
 from webapp.common.api import QueryArgsSchema, ResponseSchema, Schema
-from webapp.common.fields import File, JSONObject, NameList, Text, Timestamp
+from webapp.fields import File, JSONObject, NameList, Text, Timestamp
 
 NAME = ma.validate.Length(min=1, max=255)
 

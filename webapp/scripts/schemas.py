@@ -3,7 +3,7 @@
 import marshmallow as ma
 
 from webapp.common.api import QueryArgsSchema, Schema
-from webapp.common.fields import JSONObject, Text, Timestamp
+from webapp.fields import JSONObject, Text, Timestamp
 
 NAME = ma.validate.Length(min=1, max=255)
 

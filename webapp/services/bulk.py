@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
-from webapp.common.fields import load_flat, unstorable_text
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
+from webapp.fields import load_flat, unstorable_text
 from webapp.models import Job, JobKind, Record, Script
 from webapp.records.schemas import RecordFieldsSchema
 from webapp.services import jobs

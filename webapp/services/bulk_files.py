@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import orjson
 
-from webapp.common.fields import MAX_JSON_DEPTH
+from webapp.fields import MAX_JSON_DEPTH
 
 GZIP_MAGIC = b"\x1f\x8b"
 PIECE = 64 * 1024

@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 
-from webapp.common.fields import unstorable_text
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from webapp.extensions import db, store
+from webapp.fields import unstorable_text
 from webapp.models import (
     Dataset,
     Experiment,

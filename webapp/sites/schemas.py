@@ -3,7 +3,7 @@
 import marshmallow as ma
 
 from webapp.common.api import Schema
-from webapp.common.fields import JSONObject, Text
+from webapp.fields import JSONObject, Text
 
 
 class SiteSchema(Schema):

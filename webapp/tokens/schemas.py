@@ -3,7 +3,7 @@
 import marshmallow as ma
 
 from webapp.common.api import ResponseSchema, Schema
-from webapp.common.fields import Text, Timestamp
+from webapp.fields import Text, Timestamp
 from webapp.models import Role
 
 
