@@ -3,6 +3,7 @@
 Services the tests need are never faked: a missing PostgreSQL fails the run instead of skipping it.
 """
 
+import io
 import os
 import shutil
 import uuid
@@ -133,11 +134,11 @@ def empty_tables(app) -> None:
 
 def make_token(app, role: str = "admin", email: str | None = None) -> str:
     """A fresh account with ``role`` and a token of it; returns the token's secret."""
-    from webapp.services import accounts
+    from webapp.services import accounts, tokens
 
     with app.app_context():
         account = accounts.create_account(email or f"{role}-{uuid.uuid4().hex[:8]}@example.org", PASSWORD, role)
-        return accounts.create_token(account, "tests")[1]
+        return tokens.create_token(account, "tests")[1]
 
 
 def token_client(app, token: str):
@@ -201,3 +202,82 @@ def wait_for_file(client, record: dict) -> dict:
     return wait_until(
         lambda: client.get(f"/api/scripts/records/id/{record['id']}").json, lambda r: r["file_status"] != "pending"
     )
+
+
+class HeldJobs:
+    """A job queue that keeps the ids it is handed instead of running them: the test runs each job itself."""
+
+    def __init__(self):
+        self.ids: list[uuid.UUID] = []
+
+    def dispatch(self, job_id: uuid.UUID, delay: float = 0) -> None:
+        self.ids.append(job_id)
+
+    def start(self) -> None:
+        """Nothing runs in the background."""
+
+    def drain(self, timeout: float = 60) -> None:
+        """Nothing is running."""
+
+
+@pytest.fixture
+def held_jobs(app, monkeypatch):
+    """Jobs are queued, not run (the app's job queue swapped for ``HeldJobs``)."""
+    held = HeldJobs()
+    monkeypatch.setitem(app.extensions, "job_queue", held)
+    return held
+
+
+class _Breaking(io.RawIOBase):
+    """A stream that serves ``limit`` bytes of ``source``, then raises ``error``."""
+
+    def __init__(self, source, limit: int, error: BaseException):
+        self.source, self.left, self.error = source, limit, error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.left <= 0:
+            raise self.error
+        data = self.source.read(min(len(buffer), self.left))
+        self.left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()
+
+
+class FailingStore:
+    """The app's object store with faults on order: ``put_error`` is raised by every put; ``read_error`` by a
+    stream opened from the store once it has served ``read_limit`` bytes. Everything else is the real store."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.put_error: BaseException | None = None
+        self.read_error: BaseException | None = None
+        self.read_limit = 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def put(self, key, stream, content_type):
+        if self.put_error is not None:
+            raise self.put_error
+        return self.backend.put(key, stream, content_type)
+
+    def open(self, key):
+        stream = self.backend.open(key)
+        if self.read_error is None:
+            return stream
+        return io.BufferedReader(_Breaking(stream, self.read_limit, self.read_error))
+
+
+@pytest.fixture
+def failing_store(app, monkeypatch):
+    """The app's object store wrapped in a ``FailingStore`` (no faults until the test orders one)."""
+    failing = FailingStore(app.extensions["object_store"])
+    monkeypatch.setitem(app.extensions, "object_store", failing)
+    return failing

@@ -204,12 +204,11 @@ def test_cancelling_a_queued_job_stops_it_and_an_ended_job_is_409(client, app, r
     assert client.post(f"/api/jobs/{job.id}/cancel").status_code == 409
 
 
-def test_a_cancelled_or_failed_upload_leaves_no_staged_file(client, app, reference, script, bulk_url, monkeypatch):
+def test_a_cancelled_or_failed_upload_leaves_no_staged_file(client, app, reference, script, bulk_url, held_jobs):
     """The staged upload of a job that will not finish is deleted: when cancelled, and when it fails."""
-    from webapp.extensions import queue, store
+    from webapp.extensions import store
     from webapp.services import jobs
 
-    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the test runs the jobs itself
     queued = post_bulk(client, bulk_url, ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"}), "rows.ndjson").json
     broken = post_bulk(client, bulk_url, b"timestamp,timestamp\n1,2\n", "rows.csv").json
     staged = {job["id"]: store.backend.path_of(db_job(job["id"]).params["key"]) for job in (queued, broken)}
@@ -220,27 +219,30 @@ def test_a_cancelled_or_failed_upload_leaves_no_staged_file(client, app, referen
     assert [path.exists() for path in staged.values()] == [False, False]
 
 
-def test_a_database_failure_during_a_job_is_retried_not_fatal(client, app, reference, script, bulk_url, monkeypatch):
+def test_a_database_failure_during_a_job_is_retried_not_fatal(
+    client, app, reference, script, bulk_url, monkeypatch, held_jobs
+):
     """A lost database connection while a job runs puts it back in the queue with its upload; it then succeeds."""
     from sqlalchemy.exc import OperationalError
 
-    from webapp.extensions import queue, store
+    from webapp.extensions import store
     from webapp.models import JobKind
-    from webapp.services import bulk, jobs
+    from webapp.services import jobs
 
-    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the test runs the job itself
     job = post_bulk(client, bulk_url, ndjson({**ROW, "timestamp": "2024-05-01T00:00:00Z"}), "rows.ndjson").json
     staged = store.backend.path_of(db_job(job["id"]).params["key"])
 
     def connection_lost(job, worker):
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
 
-    monkeypatch.setattr(jobs, "_handlers", lambda: {JobKind.BULK_RECORDS: connection_lost})
+    handlers = app.extensions["job_handlers"]
+    real = handlers[JobKind.BULK_RECORDS]
+    monkeypatch.setitem(handlers, JobKind.BULK_RECORDS, jobs.JobHandler(run=connection_lost, abandon=real.abandon))
     jobs.run_job(uuid.UUID(job["id"]), "test-worker")
     retried = client.get(f"/api/jobs/{job['id']}").json
     assert retried["state"] == "queued" and "database" in retried["error_description"]
     assert staged.is_file()
-    monkeypatch.setattr(jobs, "_handlers", lambda: {JobKind.BULK_RECORDS: bulk.ingest})
+    handlers[JobKind.BULK_RECORDS] = real
     jobs.run_job(uuid.UUID(job["id"]), "test-worker")
     done = client.get(f"/api/jobs/{job['id']}").json
     assert (done["state"], done["inserted"]) == ("succeeded", 1)
@@ -256,34 +258,25 @@ def test_jobs_outlive_their_script(client, reference, script, bulk_url):
 
 
 def test_a_job_resumed_after_its_runner_died_stores_every_row_once(
-    client, app, reference, script, bulk_url, monkeypatch
+    client, app, reference, script, bulk_url, monkeypatch, held_jobs, failing_store
 ):
     """A runner that dies after some chunks leaves a checkpoint; the next one resumes with equal counts."""
-    from webapp.extensions import db, queue
+    from webapp.extensions import db
     from webapp.models import Job
-    from webapp.services import bulk, jobs
+    from webapp.services import jobs
 
     monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 4)
     rows = [{**ROW, "timestamp": f"2024-05-01T00:00:{i:02d}Z"} for i in range(20)]
     rows[5]["timestamp"] = "bad"
     rows[12] = rows[11]
-    # Queue the job without running it: the in-process dispatcher is stopped for this test.
-    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)
-    job_id = uuid.UUID(post_bulk(client, bulk_url, ndjson(*rows), "rows.ndjson").json["id"])
+    content = ndjson(*rows)
+    job_id = uuid.UUID(post_bulk(client, bulk_url, content, "rows.ndjson").json["id"])
 
     class RunnerDied(BaseException):
         pass
 
-    store_chunk = bulk._store_chunk
-    chunks_stored = []
-
-    def dying_after_two_chunks(*args):
-        if len(chunks_stored) == 2:
-            raise RunnerDied
-        store_chunk(*args)
-        chunks_stored.append(1)
-
-    monkeypatch.setattr(bulk, "_store_chunk", dying_after_two_chunks)
+    # The runner dies while reading the third chunk: the first two (8 rows) are committed.
+    failing_store.read_error, failing_store.read_limit = RunnerDied(), len(b"".join(content.splitlines(True)[:9]))
     with pytest.raises(RunnerDied):
         jobs.run_job(job_id, "worker-a")
     db.session.rollback()
@@ -291,7 +284,7 @@ def test_a_job_resumed_after_its_runner_died_stores_every_row_once(
     db.session.refresh(halfway)
     assert (halfway.state, halfway.checkpoint, halfway.processed) == ("running", 8, 8)
 
-    monkeypatch.setattr(bulk, "_store_chunk", store_chunk)
+    failing_store.read_error = None
     jobs.run_job(job_id, "worker-b")  # the lease of worker-a has not expired: nothing happens
     db.session.refresh(halfway)
     assert halfway.lease_owner == "worker-a"

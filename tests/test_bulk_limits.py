@@ -29,12 +29,9 @@ def row(second: int, **fields) -> dict:
 
 
 @pytest.fixture
-def held(app, monkeypatch):
+def held(held_jobs):
     """Run queued jobs by hand, in this thread: returns a function that uploads and runs one, measuring its memory."""
-    from webapp.extensions import queue
     from webapp.services import jobs
-
-    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)
 
     def run(client, url, content: bytes, name: str, **form) -> tuple[dict, float]:
         response = post_bulk(client, url, content, name, **form)

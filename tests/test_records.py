@@ -250,14 +250,9 @@ def test_delete_record_removes_it_and_its_file(client, app, reference, records_u
     assert client.delete(f"/api/scripts/records/id/{record['id']}").status_code == 404
 
 
-def test_storage_failure_leaves_no_record_behind(client, app, reference, records_url, monkeypatch):
+def test_storage_failure_leaves_no_record_behind(client, app, reference, records_url, failing_store):
     """When the object store fails, the answer is 503 and neither record nor dataset is stored."""
-    from webapp.extensions import store
-
-    def broken_put(key, stream, content_type):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(store.backend, "put", broken_put)
+    failing_store.put_error = OSError("disk full")
     response = client.post(records_url, data=record_form(dataset_name="New", record_file=(io.BytesIO(b"x"), "a.txt")))
     assert response.status_code == 503
     assert "disk full" not in response.json["error_description"]
@@ -324,12 +319,11 @@ def test_payload_integers_beyond_64_bits_are_kept_and_streamed(client, reference
 
 
 @pytest.mark.parametrize("crash", ["moved before the commit", "staged file lost"])
-def test_file_job_after_a_crash_finishes_or_fails_clearly(client, app, reference, records_url, monkeypatch, crash):
+def test_file_job_after_a_crash_finishes_or_fails_clearly(client, app, reference, records_url, held_jobs, crash):
     """A file job run again after its file was already moved stores it; one whose file is gone fails, saying so."""
-    from webapp.extensions import queue, store
+    from webapp.extensions import store
     from webapp.services import jobs
 
-    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the test runs the job itself
     record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
     (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
     staged = store.backend.path_of(db_job(job["id"]).params["staged_key"])
@@ -349,11 +343,10 @@ def test_file_job_after_a_crash_finishes_or_fails_clearly(client, app, reference
         assert not staged.exists()
 
 
-def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app, reference, records_url, monkeypatch):
+def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app, reference, records_url, held_jobs):
     """A record whose file job is cancelled says its file failed, offers no download, and leaves no upload."""
-    from webapp.extensions import queue, store
+    from webapp.extensions import store
 
-    monkeypatch.setattr(queue, "dispatch", lambda job_id, delay=0: None)  # the job stays queued
     record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
     (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
     staged = store.backend.path_of(db_job(job["id"]).params["staged_key"])

@@ -51,9 +51,20 @@ from flask import Blueprint, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings, load_settings
+from webapp.admin.routes import blp as admin_blp
 from webapp.auth import register_auth
+from webapp.common.api import Api
 from webapp.common.forms import Request, refuse_encoded_bodies
-from webapp.extensions import api, db, queue, signin_throttle, store
+from webapp.experiments.routes import blp as experiments_blp
+from webapp.extensions import db, queue, signin_throttle, store
+from webapp.files.routes import blp as files_blp
+from webapp.health.routes import blp as health_blp
+from webapp.jobs.routes import blp as jobs_blp
+from webapp.records.routes import blp as records_blp
+from webapp.scripts.routes import blp as scripts_blp
+from webapp.services import job_kinds, jobs
+from webapp.sites.routes import blp as sites_blp
+from webapp.tokens.routes import blp as tokens_blp
 
 API_CONFIG = {
     "API_TITLE": "Scriptorium Scripts API",
@@ -126,29 +137,22 @@ def configure_logger(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the database, the object store, the job queue, the sign-in limits and the API to the app."""
+    """Bind the database, the object store, the job queue (with the kinds of job it runs) and the sign-in limits
+    to the app."""
     db.init_app(app)
     store.init_app(app)
-    queue.init_app(app)
+    app.extensions["job_handlers"] = dict(job_kinds.HANDLERS)
+    queue.init_app(app, run_job=jobs.run_job, sweep=jobs.sweep)
     signin_throttle.init_app(app)
-    api.init_app(app)
     # The in-process queue's sweeper starts with the first request (it also resumes unfinished jobs).
     app.before_request(queue.start)
     app.before_request(refuse_encoded_bodies)
 
 
 def register_blueprints(app: Flask) -> None:
-    """Register the API resources, the local-store downloads and the offline docs assets."""
-    from webapp.admin.routes import blp as admin_blp
-    from webapp.experiments.routes import blp as experiments_blp
-    from webapp.files.routes import blp as files_blp
-    from webapp.health.routes import blp as health_blp
-    from webapp.jobs.routes import blp as jobs_blp
-    from webapp.records.routes import blp as records_blp
-    from webapp.scripts.routes import blp as scripts_blp
-    from webapp.sites.routes import blp as sites_blp
-    from webapp.tokens.routes import blp as tokens_blp
-
+    """Register the API resources (on the app's ``Api``), the admin pages, the local-store downloads and the
+    offline docs assets."""
+    api = app.extensions["api"] = Api(app)
     for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, tokens_blp, health_blp):
         api.register_blueprint(blp)
     app.register_blueprint(files_blp)

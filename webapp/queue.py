@@ -1,31 +1,60 @@
 """The queue seam: how a job id reaches something that runs it.
 
-With ``BROKER_URL`` set, job ids go to Celery workers over Redis (``workers/``). Without one — the embedded
-default — they run on a background thread of this process, through the very same ``jobs.run_job``. The jobs
-table, not the queue, is the truth: a lost message only delays a job until the sweeper dispatches it again.
+With ``BROKER_URL`` set, job ids go to Celery workers over Redis; the one Celery app is made here by
+``make_celery`` and kept in ``app.extensions["celery"]``, where ``workers/`` finds it. Without a broker — the
+embedded default — jobs run on a background thread of this process. Either way the runner is the function the
+factory hands to ``init_app`` (``services.jobs.run_job``), so this module knows nothing of what a job does. The
+jobs table, not the queue, is the truth: a lost message only delays a job until the sweeper dispatches it again.
 """
 
 import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import Celery, Task
 from flask import Flask, current_app
 
 log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "scriptorium.run_job"
+SWEEP_TASK = "scriptorium.sweep_jobs"
+
+
+def make_celery(app: Flask) -> Celery:
+    """The Celery app whose tasks run inside ``app``'s context, on the broker and queue of its config."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.import_name, broker=app.config["BROKER_URL"], task_cls=FlaskTask)
+    celery.conf.update(
+        task_default_queue=app.config["QUEUE_NAME"],
+        task_ignore_result=True,
+        # A task is acknowledged when it finishes, and given back if its worker dies; running it twice is
+        # harmless because a job runs only under a lease and commits its progress with its checkpoint.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={"sweep-jobs": {"task": SWEEP_TASK, "schedule": float(app.config["JOB_SWEEP_SECONDS"])}},
+    )
+    return celery
 
 
 class CeleryDispatcher:
     """Sends job ids to the Celery workers."""
 
-    def __init__(self, app: Flask):
-        from workers.celery_app import make_celery
-
-        self.celery = make_celery(app)
+    def __init__(self, celery: Celery):
+        self.celery = celery
 
     def dispatch(self, job_id: uuid.UUID, delay: float = 0) -> None:
-        self.celery.send_task("scriptorium.run_job", args=[str(job_id)], countdown=delay or None)
+        self.celery.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=delay or None)
 
     def start(self) -> None:
         """Nothing to start here: the workers' beat schedule runs the sweeper."""
@@ -34,8 +63,10 @@ class CeleryDispatcher:
 class ThreadDispatcher:
     """Runs jobs on one background thread of this process, and sweeps for stalled jobs periodically."""
 
-    def __init__(self, app: Flask):
+    def __init__(self, app: Flask, run_job: Callable[[uuid.UUID, str], None], sweep: Callable[[], int]):
         self.app = app
+        self.run_job = run_job
+        self.sweep = sweep
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scriptorium-job")
         self.worker_name = f"in-process-{os.getpid()}"
         self._started = False
@@ -69,22 +100,18 @@ class ThreadDispatcher:
         threading.Thread(target=self._sweep_forever, name="scriptorium-sweeper", daemon=True).start()
 
     def _run(self, job_id: uuid.UUID) -> None:
-        from webapp.services import jobs
-
         with self.app.app_context():
             try:
-                jobs.run_job(job_id, self.worker_name)
+                self.run_job(job_id, self.worker_name)
             except Exception:
                 log.exception("Job %s crashed its runner", job_id)
 
     def _sweep_forever(self) -> None:
-        from webapp.services import jobs
-
         interval = self.app.config["JOB_SWEEP_SECONDS"]
         while not self._stopping.wait(interval):
             with self.app.app_context():
                 try:
-                    jobs.sweep()
+                    self.sweep()
                 except Exception:
                     log.exception("Sweeping jobs failed")
 
@@ -92,10 +119,13 @@ class ThreadDispatcher:
 class JobQueue:
     """Flask extension: ``queue.dispatch(job_id)`` hands a committed job to whatever runs jobs."""
 
-    def init_app(self, app: Flask) -> None:
-        """Choose Celery when a broker is configured, else the in-process thread."""
-        dispatcher = CeleryDispatcher(app) if app.config["BROKER_URL"] else ThreadDispatcher(app)
-        app.extensions["job_queue"] = dispatcher
+    def init_app(self, app: Flask, run_job: Callable[[uuid.UUID, str], None], sweep: Callable[[], int]) -> None:
+        """Choose Celery when a broker is configured, else the in-process thread running ``run_job``."""
+        if app.config["BROKER_URL"]:
+            app.extensions["celery"] = make_celery(app)
+            app.extensions["job_queue"] = CeleryDispatcher(app.extensions["celery"])
+        else:
+            app.extensions["job_queue"] = ThreadDispatcher(app, run_job, sweep)
 
     @property
     def dispatcher(self):

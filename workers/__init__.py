@@ -1,1 +1,1 @@
-"""Background work (Celery on Redis): arrives with the worker issue; nothing runs here yet."""
+"""The Celery worker process: its entry point (``worker.py``) and its tasks (``tasks.py``), which call the services."""

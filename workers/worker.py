@@ -1,10 +1,12 @@
-"""Worker entry point: ``celery -A workers.worker worker`` (add ``-B`` or run ``beat`` for the sweeper)."""
+"""Worker entry point: ``celery -A workers.worker worker`` (add ``-B`` or run ``beat`` for the sweeper).
+
+The Celery app is the one the factory made for the Flask app (``webapp/queue.py``); importing the tasks
+registers them on it.
+"""
 
 from webapp import create_app
-from workers.celery_app import make_celery
+from workers import tasks  # noqa: F401  (registers the tasks)
 
 flask_app = create_app()
-celery = make_celery(flask_app)
+celery = flask_app.extensions["celery"]
 celery.set_default()
-
-import workers.tasks  # noqa: E402,F401  (registers the tasks on this app)

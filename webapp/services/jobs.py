@@ -10,6 +10,7 @@ worker died); a job claimed more than ``JOB_MAX_ATTEMPTS`` times fails, so nothi
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
@@ -41,25 +42,23 @@ class RetryLater(Exception):
     """A transient failure (e.g. the object store is unreachable): run the job again after a backoff."""
 
 
-# The handlers' modules import this one, so they are looked up when a job runs, not at import.
-def _handlers() -> dict[str, Callable]:
-    from webapp.models import JobKind
-    from webapp.services import bulk, record_files
+@dataclass(frozen=True)
+class JobHandler:
+    """What a kind of job does: ``run(job, worker)`` does the work; ``abandon(job)`` tidies up, in the session's
+    transaction, after the job failed or was cancelled, and returns the staged keys to delete once that commits."""
 
-    return {JobKind.BULK_RECORDS: bulk.ingest, JobKind.RECORD_FILE: record_files.store_record_file}
+    run: Callable[[Job, str], None]
+    abandon: Callable[[Job], list[str]]
 
 
-def _abandon_hooks() -> dict[str, Callable]:
-    from webapp.models import JobKind
-    from webapp.services import bulk, record_files
-
-    return {JobKind.BULK_RECORDS: bulk.abandon, JobKind.RECORD_FILE: record_files.abandon}
+def _handler(kind: str) -> JobHandler:
+    # Handed to the app by the factory (services/job_kinds.py): this module knows no kind of job.
+    return current_app.extensions["job_handlers"][kind]
 
 
 def _abandon(job: Job) -> list[str]:
-    """Tidy up, in the session's transaction, after a job that failed or was cancelled (a record's file is
-    failed); the staged keys to delete once that is committed."""
-    return _abandon_hooks()[job.kind](job)
+    """Tidy up after a job that failed or was cancelled; the staged keys to delete once that is committed."""
+    return _handler(job.kind).abandon(job)
 
 
 def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
@@ -224,7 +223,7 @@ def _run_handler(job: Job, worker: str) -> None:
     """Run the job's handler; a database failure a retry may cure (a lost connection, a deadlock) is to be
     retried later, like an object store failure, not the end of the job."""
     try:
-        _handlers()[job.kind](job, worker)
+        _handler(job.kind).run(job, worker)
     except DBAPIError as exc:
         if not db.is_transient(exc):
             raise
