@@ -270,7 +270,7 @@ def api_token(database_url: str, instance: Path) -> str:
     """The secret of a writer token of a new account in the benchmark's database: the API wants credentials."""
     from config import load_settings
     from webapp import create_app
-    from webapp.services import accounts
+    from webapp.services import accounts, tokens
 
     settings = load_settings(
         database_url=database_url, instance_path=str(instance), secret_key="bench-secret-key", log_level="WARNING"
@@ -278,7 +278,7 @@ def api_token(database_url: str, instance: Path) -> str:
     app = create_app(settings)
     with app.app_context():
         account = accounts.create_account(f"bench-{uuid.uuid4().hex[:8]}@localhost", None, "writer")
-        _, secret = accounts.create_token(account, "bench")
+        _, secret = tokens.create_token(account, "bench")
     app.extensions["database"].dispose()
     return secret
 

@@ -40,12 +40,12 @@ def browser():
 @pytest.fixture
 def site(tmp_path, postgresql_url):
     """gunicorn serving the app (embedded queue, local store) with an admin account and a writer token."""
-    from webapp.services import accounts
+    from webapp.services import accounts, tokens
 
     app = make_app(tmp_path, postgresql_url)
     with app.app_context():
         admin = accounts.create_account("curator@example.org", PASSWORD, "admin")
-        token = accounts.create_token(admin, "e2e")[1]
+        token = tokens.create_token(admin, "e2e")[1]
     with gunicorn_app(postgresql_url, tmp_path) as base:
         yield base, token
     empty_tables(app)

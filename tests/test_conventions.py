@@ -116,12 +116,12 @@ def test_body_over_the_configured_maximum_is_413(tmp_path, database_url):
 
 def test_unexpected_errors_are_500_without_internals(client, monkeypatch):
     """A bug answers 500 in the error shape without leaking the exception."""
-    from webapp.services import reference
+    from webapp.services import sites
 
     def explode():
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(reference, "list_sites", explode)
+    monkeypatch.setattr(sites, "list_sites", explode)
     response = client.get("/api/sites")
     assert response.status_code == 500
     assert response.json["code"] == 500

@@ -19,7 +19,7 @@ from flask.sessions import SecureCookieSessionInterface
 from webapp.errors import ForbiddenError, UnauthorizedError
 from webapp.extensions import db, signin_throttle
 from webapp.models import Account, Role
-from webapp.services import accounts
+from webapp.services import accounts, tokens
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Endpoints anyone may call: the docs, liveness, signed downloads and the sign-in page.
@@ -88,7 +88,7 @@ def _from_headers() -> bool:
         raise UnauthorizedError("Unsupported Authorization scheme: use Bearer.")
     if secret is None:
         return False
-    grant = accounts.token_grant(secret)
+    grant = tokens.token_grant(secret)
     if grant is None:
         raise UnauthorizedError("The token is unknown, revoked or expired.")
     # A token never has more rights than its account has now.

@@ -188,12 +188,12 @@ def users_set_password(email, password):
         click.echo(f"New password set for {account.email}; its admin sessions have ended.")
 
 
-@main.group()
-def tokens():
+@main.group("tokens")
+def token_commands():
     """Manage API tokens (run on the server, against its database)."""
 
 
-@tokens.command("create")
+@token_commands.command("create")
 @click.argument("email")
 @click.option("--role", type=click.Choice(["reader", "writer", "admin"]), help="At most the account's (default).")
 @click.option("--expires-in-days", type=click.IntRange(1, 3650))
@@ -202,31 +202,31 @@ def tokens_create(email, role, expires_in_days, name):
     """Create a token for the account EMAIL and print its secret (shown this once)."""
     from webapp import create_app
     from webapp.errors import APIError
-    from webapp.services import accounts
+    from webapp.services import accounts, tokens
 
     with create_app().app_context():
         account = accounts.account_by_email(email)
         if account is None:
             raise click.ClickException(f"No account has the email {email!r}.")
         try:
-            token, secret = accounts.create_token(account, name, role, expires_in_days)
+            token, secret = tokens.create_token(account, name, role, expires_in_days)
         except APIError as exc:
             raise click.ClickException(exc.description) from exc
         click.echo(f"Token {token.id} ({token.role}); its secret, shown this once:", err=True)
         click.echo(secret)
 
 
-@tokens.command("revoke")
+@token_commands.command("revoke")
 @click.argument("token_id", type=click.UUID)
 def tokens_revoke(token_id):
     """Revoke the token TOKEN_ID."""
     from webapp import create_app
     from webapp.errors import APIError
-    from webapp.services import accounts
+    from webapp.services import tokens
 
     with create_app().app_context():
         try:
-            accounts.revoke_token(token_id)
+            tokens.revoke_token(token_id)
         except APIError as exc:
             raise click.ClickException(exc.description) from exc
         click.echo(f"Revoked {token_id}")

@@ -20,7 +20,7 @@ from webapp.experiments.schemas import ExperimentSchema, SeasonSchema
 from webapp.models import Role
 from webapp.records.schemas import RecordQueryArgsSchema
 from webapp.scripts.schemas import ScriptCreateSchema, ScriptSchema
-from webapp.services import accounts, bulk, jobs, overview, records, reference, scripts
+from webapp.services import accounts, bulk, experiments, jobs, overview, records, scripts, sites, tokens
 from webapp.sites.schemas import SiteSchema
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="../templates", static_folder="../static")
@@ -260,7 +260,7 @@ def script_upload(script_id: uuid.UUID):
 @blp.get("/experiments")
 def experiment_list():
     """Experiments."""
-    items, pager = paged(reference.list_experiments())
+    items, pager = paged(experiments.list_experiments())
     return render_template("admin/experiments.html", experiments=items, pager=pager)
 
 
@@ -269,11 +269,13 @@ def experiment_list():
 @requires(Role.WRITER)
 def experiment_form(experiment_id: uuid.UUID | None = None):
     """Create or edit an experiment."""
-    experiment = reference.get_experiment(experiment_id) if experiment_id else None
+    experiment = experiments.get_experiment(experiment_id) if experiment_id else None
 
     def save(values):
         saved = (
-            reference.update_experiment(experiment_id, values) if experiment else reference.create_experiment(values)
+            experiments.update_experiment(experiment_id, values)
+            if experiment
+            else experiments.create_experiment(values)
         )
         return url_for("admin.experiment_detail", experiment_id=saved.id)
 
@@ -284,8 +286,8 @@ def experiment_form(experiment_id: uuid.UUID | None = None):
 @blp.get("/experiments/<uuid:experiment_id>")
 def experiment_detail(experiment_id: uuid.UUID):
     """An experiment and its seasons."""
-    experiment = reference.get_experiment(experiment_id)
-    seasons, _ = fetch_page(reference.list_seasons(experiment_id), limit=1000, offset=0)
+    experiment = experiments.get_experiment(experiment_id)
+    seasons, _ = fetch_page(experiments.list_seasons(experiment_id), limit=1000, offset=0)
     return render_template("admin/experiment.html", experiment=experiment, seasons=seasons, form={}, errors={})
 
 
@@ -294,7 +296,7 @@ def experiment_detail(experiment_id: uuid.UUID):
 def experiment_delete(experiment_id: uuid.UUID):
     """Delete an experiment (refused while records use it)."""
     try:
-        reference.delete_experiment(experiment_id)
+        experiments.delete_experiment(experiment_id)
         flash("Deleted the experiment.")
     except APIError as exc:
         flash(exc.description, "error")
@@ -309,7 +311,7 @@ def season_new(experiment_id: uuid.UUID):
     values, errors = load_form(SeasonSchema())
     if not errors:
         try:
-            reference.create_season(experiment_id, values)
+            experiments.create_season(experiment_id, values)
             flash("Season added.")
         except APIError as exc:
             errors = {"season_name": [exc.description]}
@@ -322,10 +324,10 @@ def season_new(experiment_id: uuid.UUID):
 @requires(Role.WRITER)
 def season_edit(season_id: uuid.UUID):
     """Edit a season."""
-    season = reference.get_season(season_id)
+    season = experiments.get_season(season_id)
 
     def save(values):
-        reference.update_season(season_id, values)
+        experiments.update_season(season_id, values)
         return url_for("admin.experiment_detail", experiment_id=season.experiment_id)
 
     return form_page("admin/season_form.html", SeasonSchema(partial=True), save, season=season)
@@ -335,9 +337,9 @@ def season_edit(season_id: uuid.UUID):
 @requires(Role.WRITER)
 def season_delete(season_id: uuid.UUID):
     """Delete a season (refused while records use it)."""
-    season = reference.get_season(season_id)
+    season = experiments.get_season(season_id)
     try:
-        reference.delete_season(season_id)
+        experiments.delete_season(season_id)
         flash("Deleted the season.")
     except APIError as exc:
         flash(exc.description, "error")
@@ -347,7 +349,7 @@ def season_delete(season_id: uuid.UUID):
 @blp.get("/sites")
 def site_list():
     """Sites."""
-    items, pager = paged(reference.list_sites())
+    items, pager = paged(sites.list_sites())
     return render_template("admin/sites.html", sites=items, pager=pager)
 
 
@@ -356,13 +358,13 @@ def site_list():
 @requires(Role.WRITER)
 def site_form(site_id: uuid.UUID | None = None):
     """Create or edit a site."""
-    site = reference.get_site(site_id) if site_id else None
+    site = sites.get_site(site_id) if site_id else None
 
     def save(values):
         if site:
-            reference.update_site(site_id, values)
+            sites.update_site(site_id, values)
         else:
-            reference.create_site(values)
+            sites.create_site(values)
         return url_for("admin.site_list")
 
     return form_page("admin/site_form.html", SiteSchema(partial=site is not None), save, site=site)
@@ -373,7 +375,7 @@ def site_form(site_id: uuid.UUID | None = None):
 def site_delete(site_id: uuid.UUID):
     """Delete a site (refused while records use it)."""
     try:
-        reference.delete_site(site_id)
+        sites.delete_site(site_id)
         flash("Deleted the site.")
     except APIError as exc:
         flash(exc.description, "error")
@@ -423,7 +425,7 @@ def account_list():
 @requires(Role.ADMIN)
 def token_revoke(token_id: uuid.UUID):
     """Revoke anyone's token."""
-    accounts.revoke_token(token_id, g.account)
+    tokens.revoke_token(token_id, g.account)
     flash("Token revoked.")
     return redirect(url_for("admin.account_list"))
 

@@ -11,7 +11,7 @@ from webapp.experiments.schemas import (
     SeasonSchema,
     SeasonUpdateSchema,
 )
-from webapp.services import reference
+from webapp.services import experiments
 
 blp = Blueprint("experiments", __name__, url_prefix="/api", description="Experiments and their seasons.")
 
@@ -22,14 +22,14 @@ class Experiments(MethodView):
     @blp.paginate()
     def get(self):
         """List experiments, oldest first."""
-        return reference.list_experiments()
+        return experiments.list_experiments()
 
     @blp.arguments(ExperimentSchema)
     @blp.response(200, ExperimentSchema)
     @blp.alt_response(409, description="An experiment of that name exists.")
     def post(self, values):
         """Create an experiment."""
-        return reference.create_experiment(values)
+        return experiments.create_experiment(values)
 
 
 @blp.route("/experiments/id/<uuid:experiment_id>")
@@ -38,7 +38,7 @@ class ExperimentById(MethodView):
     @blp.alt_response(404, description="Unknown experiment.")
     def get(self, experiment_id: uuid.UUID):
         """Get one experiment."""
-        return reference.get_experiment(experiment_id)
+        return experiments.get_experiment(experiment_id)
 
     @blp.arguments(ExperimentUpdateSchema(partial=True), required=False)
     @blp.response(200, ExperimentSchema)
@@ -46,14 +46,14 @@ class ExperimentById(MethodView):
     @blp.alt_response(409, description="Another experiment has that name.")
     def patch(self, values, experiment_id: uuid.UUID):
         """Change the given fields of an experiment."""
-        return reference.update_experiment(experiment_id, values)
+        return experiments.update_experiment(experiment_id, values)
 
     @blp.response(200, ExperimentSchema)
     @blp.alt_response(404, description="Unknown experiment.")
     @blp.alt_response(409, description="Records still reference the experiment or its seasons.")
     def delete(self, experiment_id: uuid.UUID):
         """Delete an experiment and its seasons; answers the deleted experiment."""
-        return reference.delete_experiment(experiment_id)
+        return experiments.delete_experiment(experiment_id)
 
 
 @blp.route("/experiments/id/<uuid:experiment_id>/seasons")
@@ -63,7 +63,7 @@ class ExperimentSeasons(MethodView):
     @blp.paginate()
     def get(self, experiment_id: uuid.UUID):
         """List the seasons of an experiment, oldest first."""
-        return reference.list_seasons(experiment_id)
+        return experiments.list_seasons(experiment_id)
 
     @blp.arguments(SeasonSchema)
     @blp.response(200, SeasonSchema)
@@ -71,7 +71,7 @@ class ExperimentSeasons(MethodView):
     @blp.alt_response(409, description="The experiment has a season of that name.")
     def post(self, values, experiment_id: uuid.UUID):
         """Create a season in an experiment."""
-        return reference.create_season(experiment_id, values)
+        return experiments.create_season(experiment_id, values)
 
 
 @blp.route("/seasons/id/<uuid:season_id>")
@@ -80,7 +80,7 @@ class SeasonById(MethodView):
     @blp.alt_response(404, description="Unknown season.")
     def get(self, season_id: uuid.UUID):
         """Get one season."""
-        return reference.get_season(season_id)
+        return experiments.get_season(season_id)
 
     @blp.arguments(SeasonUpdateSchema(partial=True), required=False)
     @blp.response(200, SeasonSchema)
@@ -88,11 +88,11 @@ class SeasonById(MethodView):
     @blp.alt_response(409, description="The experiment has another season of that name.")
     def patch(self, values, season_id: uuid.UUID):
         """Change the given fields of a season."""
-        return reference.update_season(season_id, values)
+        return experiments.update_season(season_id, values)
 
     @blp.response(200, SeasonSchema)
     @blp.alt_response(404, description="Unknown season.")
     @blp.alt_response(409, description="Records still reference the season.")
     def delete(self, season_id: uuid.UUID):
         """Delete a season; answers the deleted season."""
-        return reference.delete_season(season_id)
+        return experiments.delete_season(season_id)

@@ -36,7 +36,7 @@ from webapp.models import (
 )
 from webapp.services import jobs
 from webapp.services.common import commit, delete, get_or_404, new_id
-from webapp.services.reference import missing_names
+from webapp.services.names import missing_names
 from webapp.services.scripts import associate, find_or_create_dataset, get_script
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from webapp.models import (
     script_experiments,
 )
 from webapp.services.common import commit, delete, get_or_404, update_fields
-from webapp.services.reference import experiment_by_name
+from webapp.services.experiments import experiment_by_name
 
 
 def get_script(script_id: uuid.UUID) -> Script:

@@ -5,7 +5,7 @@ import uuid
 from flask.views import MethodView
 
 from webapp.common.api import Blueprint
-from webapp.services import reference
+from webapp.services import sites
 from webapp.sites.schemas import SiteSchema, SiteUpdateSchema
 
 blp = Blueprint("sites", __name__, url_prefix="/api/sites", description="Sites where records are collected.")
@@ -17,14 +17,14 @@ class Sites(MethodView):
     @blp.paginate()
     def get(self):
         """List sites, oldest first."""
-        return reference.list_sites()
+        return sites.list_sites()
 
     @blp.arguments(SiteSchema)
     @blp.response(200, SiteSchema)
     @blp.alt_response(409, description="A site of that name exists.")
     def post(self, values):
         """Create a site."""
-        return reference.create_site(values)
+        return sites.create_site(values)
 
 
 @blp.route("/id/<uuid:site_id>")
@@ -33,7 +33,7 @@ class SiteById(MethodView):
     @blp.alt_response(404, description="Unknown site.")
     def get(self, site_id: uuid.UUID):
         """Get one site."""
-        return reference.get_site(site_id)
+        return sites.get_site(site_id)
 
     @blp.arguments(SiteUpdateSchema(partial=True), required=False)
     @blp.response(200, SiteSchema)
@@ -41,11 +41,11 @@ class SiteById(MethodView):
     @blp.alt_response(409, description="Another site has that name.")
     def patch(self, values, site_id: uuid.UUID):
         """Change the given fields of a site."""
-        return reference.update_site(site_id, values)
+        return sites.update_site(site_id, values)
 
     @blp.response(200, SiteSchema)
     @blp.alt_response(404, description="Unknown site.")
     @blp.alt_response(409, description="Records still reference the site.")
     def delete(self, site_id: uuid.UUID):
         """Delete a site; answers the deleted site."""
-        return reference.delete_site(site_id)
+        return sites.delete_site(site_id)

@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from webapp.auth import current_account
 from webapp.common.api import Blueprint
-from webapp.services import accounts
+from webapp.services import tokens
 from webapp.tokens.schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
 
 blp = Blueprint(
@@ -23,7 +23,7 @@ class Tokens(MethodView):
     @blp.paginate()
     def get(self):
         """List your tokens, without their secrets."""
-        return accounts.list_tokens(current_account())
+        return tokens.list_tokens(current_account())
 
     @blp.arguments(TokenCreateSchema)
     @blp.response(200, NewTokenSchema)
@@ -36,7 +36,7 @@ class Tokens(MethodView):
     @blp.doc(security=[{"bearerToken": []}, {"apiKey": []}, {"emailPassword": []}])
     def post(self, values):
         """Create a token; its secret is in the answer this once."""
-        token, secret = accounts.create_token(current_account(), **values)
+        token, secret = tokens.create_token(current_account(), **values)
         return {"id": token.id, "name": token.name, "role": token.role, "token": secret, "expires_at": token.expires_at}
 
 
@@ -46,4 +46,4 @@ class TokenById(MethodView):
     @blp.alt_response(404, description="No token of yours has that id.")
     def delete(self, token_id: uuid.UUID):
         """Revoke a token (admins may revoke anyone's)."""
-        return accounts.revoke_token(token_id, current_account())
+        return tokens.revoke_token(token_id, current_account())

@@ -1,4 +1,4 @@
-"""Experiments, seasons and sites: the reference data records point at."""
+"""Experiments and their seasons: two of the names a record points at."""
 
 import uuid
 
@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from webapp.errors import ValidationError
 from webapp.extensions import db
-from webapp.models import Experiment, Season, Site
+from webapp.models import Experiment, Season
 from webapp.services.common import commit, delete, get_or_404, update_fields
 
 
@@ -87,61 +87,9 @@ def _check_dates(values: dict, kind: str, current=None) -> None:
         raise ValidationError({end_name: f"The {kind} ends ({end}) before it starts ({start})."})
 
 
-def list_sites():
-    """All sites, oldest first."""
-    return select(Site).order_by(Site.created_at, Site.id)
-
-
-def create_site(values: dict) -> Site:
-    """Create a site; its name must be new (409)."""
-    site = Site(**values)
-    db.session.add(site)
-    commit(f"A site named {values['site_name']!r} exists already.")
-    return site
-
-
-def get_site(site_id: uuid.UUID) -> Site:
-    """The site with that id (404)."""
-    return get_or_404(Site, site_id, "site")
-
-
-def update_site(site_id: uuid.UUID, values: dict) -> Site:
-    """Change the given fields of a site."""
-    site = get_site(site_id)
-    update_fields(site, values)
-    commit(f"A site named {values.get('site_name')!r} exists already.")
-    return site
-
-
-def delete_site(site_id: uuid.UUID):
-    """Delete a site; 409 while records reference it."""
-    return delete(get_site(site_id), "Records still reference this site.")
-
-
 def experiment_by_name(experiment_name: str, field: str = "experiment_name") -> Experiment:
     """The experiment of that name; 422 on ``field`` when there is none."""
     experiment = db.session.scalar(select(Experiment).where(Experiment.experiment_name == experiment_name))
     if experiment is None:
         raise ValidationError({field: f"No experiment is named {experiment_name!r}."})
     return experiment
-
-
-def missing_names(
-    experiment_name: str | None = None, season_name: str | None = None, site_name: str | None = None
-) -> dict[str, str]:
-    """A message for each given name that does not exist (a season is looked for in the given experiment)."""
-    missing = {}
-    experiment_id = None
-    if experiment_name is not None:
-        experiment_id = db.session.scalar(select(Experiment.id).where(Experiment.experiment_name == experiment_name))
-        if experiment_id is None:
-            missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
-    if season_name is not None and experiment_id is not None:
-        found = db.session.scalar(
-            select(Season.id).where(Season.experiment_id == experiment_id, Season.season_name == season_name)
-        )
-        if found is None:
-            missing["season_name"] = f"Experiment {experiment_name!r} has no season named {season_name!r}."
-    if site_name is not None and db.session.scalar(select(Site.id).where(Site.site_name == site_name)) is None:
-        missing["site_name"] = f"No site is named {site_name!r}."
-    return missing
