@@ -204,6 +204,33 @@ def test_bulk_upload_form_leads_to_the_job_page(app, reference, script, writer):
     assert job["inserted"] == 1
 
 
+def test_bulk_upload_form_defaults_are_the_apis_collection_date_included(app, client, reference, script, writer):
+    """The upload form's defaults are read as the API's upload form reads them: a default collection date fills in
+    the rows without one, and a date that is no date is shown on the script page with no job queued."""
+    rows = json.dumps({"timestamp": "2024-05-01T00:00:00Z"}).encode() + b"\n"
+    names = {"experiment_name": "Drought 2024", "season_name": "Summer", "site_name": "Maricopa"}
+    page_url = f"/admin/scripts/{script['id']}"
+    bad = post_form(
+        writer,
+        page_url,
+        page_url + "/upload",
+        {**names, "collection_date": "someday", "file": (io.BytesIO(rows), "rows.ndjson")},
+        follow_redirects=True,
+    )
+    assert "collection_date: Not a valid date." in bad.get_data(as_text=True)
+    assert client.get("/api/jobs").json == []
+    response = post_form(
+        writer,
+        page_url,
+        page_url + "/upload",
+        {**names, "collection_date": "2024-04-30", "file": (io.BytesIO(rows), "rows.ndjson")},
+    )
+    job_url = "/api/jobs/" + response.headers["Location"].rsplit("/", 1)[1]
+    wait_until(lambda: client.get(job_url).json, lambda j: j["state"] == "succeeded")
+    [record] = [json.loads(line) for line in client.get(f"/api/scripts/id/{script['id']}/records").data.splitlines()]
+    assert record["collection_date"] == "2024-04-30"
+
+
 def test_names_and_searches_are_rendered_escaped(writer, client):
     """HTML in names is shown as text; SQL-looking searches are just text that matches nothing."""
     client.post("/api/scripts", json={"script_name": "<script>alert(1)</script>"})

@@ -51,7 +51,7 @@ from flask import Blueprint, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings, load_settings
-from webapp.admin.routes import blp as admin_blp
+from webapp.admin import blp as admin_blp
 from webapp.auth import register_auth
 from webapp.common.api import Api
 from webapp.common.forms import Request, refuse_encoded_bodies
