@@ -1,1 +1,1 @@
-"""Alembic migrations; ``webapp.cli`` runs them (``scriptorium migrate``)."""
+"""Alembic migrations; ``webapp/cli/setup.py`` runs them (``scriptorium migrate``, ``scriptorium init``)."""

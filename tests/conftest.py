@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from config import load_settings
 from tests.servers import s3_server, wait_until
 from webapp import create_app
-from webapp.cli import upgrade_database
+from webapp.cli.setup import upgrade_database
 from webapp.extensions import db, queue
 from webapp.models import Base
 

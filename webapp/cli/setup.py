@@ -1,0 +1,141 @@
+"""Setting up and running an instance: ``init``, ``migrate``, ``serve``, ``worker``."""
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+import migrations
+from config import load_settings
+from webapp import create_app
+from webapp.errors import APIError
+from webapp.services import accounts
+from webapp.storage import S3Backend
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic config for this project's migrations against ``database_url``."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade_database(database_url: str) -> None:
+    """Bring the database at ``database_url`` to the newest schema."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+@click.command()
+def init():
+    """Create the instance folder and its secret key (once), migrate the database, create the bucket."""
+    settings = load_settings()
+    instance = Path(settings.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    key_file = instance / "secret_key"
+    if not key_file.exists() and not settings.secret_key:
+        key_file.write_text(secrets.token_urlsafe(48) + "\n")
+        key_file.chmod(0o600)
+        click.echo(f"Wrote a new secret key to {key_file}")
+        settings = load_settings()
+    upgrade_database(settings.database_url)
+    click.echo(f"Database ready: {_redacted(settings.database_url)}")
+    _ensure_first_admin(settings)
+    if settings.storage_backend == "s3":
+        S3Backend(
+            settings.s3_bucket, settings.s3_endpoint_url, settings.s3_public_endpoint_url, settings.s3_region
+        ).ensure_bucket()
+        click.echo(f"Bucket ready: {settings.s3_bucket}")
+
+
+@click.command()
+def migrate():
+    """Bring the configured database to the newest schema."""
+    settings = load_settings()
+    upgrade_database(settings.database_url)
+    click.echo(f"Database migrated: {_redacted(settings.database_url)}")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=lambda: int(os.environ.get("PORT", 5000)), show_default="$PORT or 5000")
+@click.option("--workers", default=1, show_default=True)
+@click.option("--threads", default=8, show_default=True)
+def serve(host, port, workers, threads):
+    """Serve the API under gunicorn (gthread, so long streams are not cut off)."""
+    click.echo(f"Scriptorium on http://{host}:{port}/api/docs")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        click.echo("Serving on loopback only: to expose it, put nginx in front with deploy/nginx (README, Production).")
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--access-logfile",
+            "-",
+            "webapp:create_app()",
+        ],
+    )
+
+
+@click.command()
+@click.option("--beat/--no-beat", default=False, help="Also run the sweeper's schedule in this process.")
+@click.option("--concurrency", default=2, show_default=True)
+def worker(beat, concurrency):
+    """Run a Celery worker (needs SCRIPTORIUM_BROKER_URL)."""
+    if not load_settings().broker_url:
+        raise click.ClickException("Set SCRIPTORIUM_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker.")
+    args = [sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "--concurrency", str(concurrency)]
+    os.execv(sys.executable, [*args, "-B"] if beat else args)
+
+
+def _ensure_first_admin(settings) -> None:
+    """Create the configured admin, or on a database without accounts a local one whose password is written
+    into the instance folder; say how to sign in and get a token."""
+    with create_app(settings).app_context():
+        if settings.admin_email and settings.admin_password:
+            try:
+                accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            except APIError as exc:
+                settings_of = {"email": "SCRIPTORIUM_ADMIN_EMAIL", "password": "SCRIPTORIUM_ADMIN_PASSWORD"}
+                problems = exc.errors or {"email": [exc.description]}
+                raise click.ClickException(
+                    "; ".join(
+                        f"{settings_of.get(name, name)}: {' '.join(messages)}" for name, messages in problems.items()
+                    )
+                ) from exc
+            email, where = settings.admin_email, "SCRIPTORIUM_ADMIN_PASSWORD"
+        elif accounts.count_accounts() == 0:
+            email = "admin@localhost"
+            password_file = Path(settings.instance_path) / "admin_password"
+            password = accounts.random_password(email)
+            accounts.create_account(email, password, "admin")
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+            where = str(password_file)
+        else:
+            return
+    port = os.environ.get("PORT", 5000)
+    click.echo(
+        f"Sign in at http://127.0.0.1:{port}/admin/ as {email} (password: {where}).\n"
+        f"Get an API token: scriptorium tokens create {email}   "
+        f"(or POST /api/tokens with HTTP Basic {email}:<password>)"
+    )
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
