@@ -22,17 +22,12 @@ from webapp.models import Account, Role
 from webapp.services import accounts, tokens
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-# Endpoints anyone may call: the docs, liveness, signed downloads and the sign-in page.
-PUBLIC_ENDPOINTS = {
-    "api-docs.openapi_json",
-    "api-docs.openapi_swagger_ui",
-    "docs_assets.static",
-    "health.Health",
-    "files.download",
-    "admin.login",
-    "admin.static",
-    "static",
-}
+# Who may call a view is declared where the view is defined (``public``, ``requires``, ``signs_in_pages``); an
+# undeclared view needs the reader role to read and the writer role for anything else.
+PUBLIC = "public"
+SESSION_PAGES = "session pages"  # pages that check the session themselves and send strangers to sign in
+# Views the frameworks define, which no decorator of ours reaches: the API docs and static files.
+FRAMEWORK_PUBLIC_ENDPOINTS = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui", "docs_assets.static", "static"}
 CSRF_HEADER = "X-CSRF-Token"
 
 
@@ -50,16 +45,58 @@ def register_auth(app: Flask) -> None:
     app.before_request(authorize_request)
 
 
+def _declare(rule: str, **marks):
+    def mark(view):
+        view.access = rule
+        for name, value in marks.items():
+            setattr(view, name, value)
+        return view
+
+    return mark
+
+
+def public(view):
+    """The view (a function, a MethodView or one of its methods) needs no credentials."""
+    return _declare(PUBLIC)(view)
+
+
+def requires(role: str, accepts_password: bool = False):
+    """The view needs ``role`` whatever its method; with ``accepts_password`` it also takes HTTP Basic."""
+    return _declare(role, accepts_password=accepts_password)
+
+
+def signs_in_pages(blueprint):
+    """Every view of ``blueprint`` is a page that checks the session itself (the caller is still looked up)."""
+    blueprint.access = SESSION_PAGES
+    return blueprint
+
+
+def _declared(name: str):
+    """What the requested view declares as ``name``: on its method, its MethodView class, the view function or
+    its blueprint, the nearest first; None when nothing does."""
+    view = current_app.view_functions.get(request.endpoint)
+    view_class = getattr(view, "view_class", None)
+    method = getattr(view_class, request.method.lower(), None) if view_class else None
+    for holder in (method, view_class, view, current_app.blueprints.get(request.blueprint or "")):
+        if getattr(holder, name, None) is not None:
+            return getattr(holder, name)
+    return None
+
+
 def authorize_request() -> None:
     """Find the caller (``g.account_id``, ``g.role``) and refuse the request when they may not make it."""
     g.account, g.account_id, g.role = None, None, None
-    if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+    if request.endpoint is None or request.endpoint in FRAMEWORK_PUBLIC_ENDPOINTS:
         return
-    if request.endpoint.startswith("admin."):
-        _from_session(check_csrf=False)  # the admin pages check CSRF on their forms and redirect to sign-in
+    blueprint = current_app.blueprints.get(request.blueprint or "")
+    rule = PUBLIC if getattr(blueprint, "public", False) else _declared("access")  # an API blueprint of public views
+    if rule == PUBLIC:
+        return
+    if rule == SESSION_PAGES:
+        _from_session(check_csrf=False)  # the pages check CSRF on their forms and redirect to sign-in
         return
     _from_headers() or _from_session(check_csrf=request.method not in SAFE_METHODS)
-    needed = Role.READER if request.method in SAFE_METHODS or request.endpoint.startswith("tokens.") else Role.WRITER
+    needed = rule or (Role.READER if request.method in SAFE_METHODS else Role.WRITER)
     if g.account_id is None:
         if needed == Role.READER and current_app.config["ANONYMOUS_READ"]:
             return
@@ -75,7 +112,7 @@ def _from_headers() -> bool:
     """Authenticate from the request's headers; False when it sent none."""
     authorization = request.authorization
     if authorization is not None and authorization.type == "basic":
-        if request.endpoint != "tokens.Tokens" or request.method != "POST":
+        if not _declared("accepts_password"):
             raise UnauthorizedError("Email and password are only accepted by POST /api/tokens; send a token.")
         account = sign_in_with_password(authorization.username or "", authorization.password or "")
         if account is None:

@@ -10,11 +10,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
 
-from webapp.auth import csrf_token, valid_csrf
+from webapp.auth import csrf_token, signs_in_pages, valid_csrf
 from webapp.errors import APIError
 from webapp.models import Role
 
-blp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="../templates", static_folder="../static")
+blp = signs_in_pages(
+    Blueprint("admin", __name__, url_prefix="/admin", template_folder="../templates", static_folder="../static")
+)
 
 SESSION_LIFETIME = timedelta(hours=8)
 

@@ -2,6 +2,7 @@
 
 from flask import Blueprint, send_file
 
+from webapp.auth import public
 from webapp.errors import NotFoundError
 from webapp.extensions import store
 from webapp.storage import LocalBackend, content_disposition
@@ -10,6 +11,7 @@ blp = Blueprint("files", __name__, url_prefix="/files")
 
 
 @blp.get("/<token>")
+@public
 def download(token: str):
     """Send the file a signed token names; a forged, tampered or expired token is a 404."""
     backend = store.backend

@@ -4,8 +4,9 @@ import uuid
 
 from flask.views import MethodView
 
-from webapp.auth import current_account
+from webapp.auth import current_account, requires
 from webapp.common.api import Blueprint
+from webapp.models import Role
 from webapp.services import tokens
 from webapp.tokens.schemas import NewTokenSchema, TokenCreateSchema, TokenSchema
 
@@ -34,6 +35,7 @@ class Tokens(MethodView):
         headers={"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     )
     @blp.doc(security=[{"bearerToken": []}, {"apiKey": []}, {"emailPassword": []}])
+    @requires(Role.READER, accepts_password=True)
     def post(self, values):
         """Create a token; its secret is in the answer this once."""
         token, secret = tokens.create_token(current_account(), **values)
@@ -44,6 +46,7 @@ class Tokens(MethodView):
 class TokenById(MethodView):
     @blp.response(200, TokenSchema)
     @blp.alt_response(404, description="No token of yours has that id.")
+    @requires(Role.READER)
     def delete(self, token_id: uuid.UUID):
         """Revoke a token (admins may revoke anyone's)."""
         return tokens.revoke_token(token_id, current_account())
