@@ -138,16 +138,16 @@ def test_filter_with_bad_timestamp_is_422(client, reference, records_url):
 
 def test_stream_failing_midway_ends_with_an_error_line(client, app, reference, records_url, monkeypatch):
     """A stream that breaks after some rows ends with an error line so it cannot pass as complete."""
-    from webapp.extensions import db
+    from webapp import bulk_sql
 
     client.post(records_url, data=record_form())
-    real = db.stream_json_lines
+    real = bulk_sql.stream_json_lines
 
-    def breaking(stmt, batch=2000):
-        yield from real(stmt, batch)
+    def breaking(engine, stmt, batch=2000):
+        yield from real(engine, stmt, batch)
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr(db, "stream_json_lines", breaking)
+    monkeypatch.setattr(bulk_sql, "stream_json_lines", breaking)
     lines = client.get(records_url).data.decode().splitlines()
     assert len(lines) == 2
     assert json.loads(lines[0])["script_name"] == "canopy-height"
@@ -158,13 +158,14 @@ def test_stream_failing_midway_ends_with_an_error_line(client, app, reference, r
 
 def test_stream_is_read_in_batches(client, reference, records_url):
     """Streams of more rows than one batch come out whole and in order."""
+    from webapp import bulk_sql
     from webapp.extensions import db
     from webapp.services.records import record_rows
 
     for minute in range(7):
         client.post(records_url, data=record_form(timestamp=f"2024-05-01T00:0{minute}:00Z"))
     script_id = uuid.UUID(records_url.split("/")[4])
-    chunks = list(db.stream_json_lines(record_rows(script_id, {}), batch=3))
+    chunks = list(bulk_sql.stream_json_lines(db.engine, record_rows(script_id, {}), batch=3))
     assert len(chunks) == 3
     lines = b"".join(chunks).decode().splitlines()
     assert [json.loads(line)["timestamp"][:16] for line in lines] == [f"2024-05-01T00:0{m}" for m in range(7)]

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
+from webapp import bulk_sql
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
 from webapp.fields import load_flat, unstorable_text
@@ -201,7 +202,7 @@ def _store_chunk(job: Job, worker: str, references: RecordReferences, associated
             except ValidationError as exc:
                 error = exc.description
         errors.append({"line": line, "error": error})
-    inserted = db.bulk_insert_ignoring_conflicts(Record.__table__, rows)
+    inserted = bulk_sql.copy_new_rows(db.session, Record.__table__, rows)
     for pair in {(row["dataset_id"], row["experiment_id"]) for row in rows} - associated:
         associate(job.script_id, *pair)
         associated.add(pair)

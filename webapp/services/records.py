@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 
+from webapp import bulk_sql
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from webapp.extensions import db, store
 from webapp.fields import unstorable_text
@@ -249,7 +250,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     script_name = known.script_name(script_id)
     record = {"id": new_id(), **record_values(values), **dict.fromkeys(FILE_COLUMNS)}
     dataset_name = record_dataset_name(values, script_name, record["collection_date"])
-    insert = db.insert_selected_ignoring_conflicts(Record.__table__, RECORD_BY_NAMES, RESOLVED_IDS)
+    insert = bulk_sql.insert_new_from_select(db.engine.dialect.name, Record.__table__, RECORD_BY_NAMES, RESOLVED_IDS)
     job = None
     try:
         if upload is not None:
@@ -451,4 +452,4 @@ def _matching(stmt, script_id: uuid.UUID, filters: dict):
 def stream_records(script_id: uuid.UUID, filters: dict) -> Iterator[bytes]:
     """NDJSON lines of the matching records (404 for an unknown script is raised before streaming)."""
     stmt = record_rows(script_id, filters)
-    return db.stream_json_lines(stmt)
+    return bulk_sql.stream_json_lines(db.engine, stmt)

@@ -4,6 +4,7 @@ import uuid
 
 from sqlalchemy import select
 
+from webapp import bulk_sql
 from webapp.errors import ConflictError
 from webapp.extensions import db, store
 from webapp.models import (
@@ -131,7 +132,7 @@ def find_or_create_dataset(name: str, **values) -> Dataset:
     if dataset is not None:
         return dataset
     # A concurrent request may create the same name: insert in a savepoint and read back on conflict.
-    db.insert_ignoring_conflicts(Dataset.__table__, [{"id": uuid.uuid4(), "dataset_name": name, **values}])
+    bulk_sql.insert_new_rows(db.session, Dataset.__table__, [{"id": uuid.uuid4(), "dataset_name": name, **values}])
     dataset = db.session.scalar(select(Dataset).where(Dataset.dataset_name == name))
     if dataset is None:  # pragma: no cover - the row was deleted between the two statements
         raise ConflictError(f"Dataset {name!r} changed while it was being created; try again.")
@@ -148,4 +149,4 @@ def associate(script_id: uuid.UUID, dataset_id: uuid.UUID | None, experiment_id:
     if dataset_id is not None and experiment_id is not None:
         rows.append((dataset_experiments, {"dataset_id": dataset_id, "experiment_id": experiment_id}))
     if rows:
-        db.insert_rows_ignoring_conflicts(rows)
+        bulk_sql.insert_new_row_per_table(db.session, rows)

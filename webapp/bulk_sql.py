@@ -1,0 +1,158 @@
+"""SQL for many rows at once, per dialect: inserts that skip rows whose unique key is taken, and NDJSON lines.
+
+Every insert here is ``ON CONFLICT DO NOTHING``: a row already stored is left as it is. They differ in what they
+insert: ``insert_new_rows`` a list of rows into one table, ``insert_new_row_per_table`` one row into each of
+several tables, ``insert_new_from_select`` (a statement, built once) what a SELECT selects, and ``copy_new_rows``
+many rows through COPY. ``stream_json_lines`` goes the other way: the rows of a SELECT as NDJSON.
+"""
+
+import functools
+import json
+import uuid
+import zlib
+from collections.abc import Iterator
+from datetime import datetime
+
+import orjson
+from sqlalchemy import JSON, Select, Text, bindparam, case, cast, func, literal_column
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from webapp.fields import iso_utc
+from webapp.models import utcnow
+
+
+def _on_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def insert_new_rows(session: Session, table, rows: list[dict]) -> None:
+    """Insert ``rows`` into ``table`` in the session's transaction, skipping those whose key is taken."""
+    insert = pg_insert if _on_postgresql(session) else sqlite_insert
+    session.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+def insert_new_row_per_table(session: Session, rows: list[tuple]) -> None:
+    """Insert one row into each of several tables (``(table, row)`` pairs), skipping those whose key is taken;
+    on PostgreSQL in a single statement (data-modifying CTEs), saving round trips on every record POST."""
+    if not _on_postgresql(session):
+        for table, row in rows:
+            insert_new_rows(session, table, [row])
+        return
+    shape = tuple((table, tuple(row)) for table, row in rows)
+    params = {f"p{index}_{name}": value for index, (_, row) in enumerate(rows) for name, value in row.items()}
+    session.execute(_per_table_insert(shape), params)
+
+
+@functools.cache
+def _per_table_insert(shape: tuple):
+    """One statement inserting a row into each table of ``shape`` ((table, columns) pairs), built once per
+    shape: building and compiling it anew took longer than running it."""
+    statements = [
+        pg_insert(table).values({name: bindparam(f"p{index}_{name}") for name in columns}).on_conflict_do_nothing()
+        for index, (table, columns) in enumerate(shape)
+    ]
+    ctes = [statement.cte(f"insert_{index}") for index, statement in enumerate(statements[:-1])]
+    return statements[-1].add_cte(*ctes)
+
+
+@functools.cache
+def insert_new_from_select(dialect: str, table, source: Select, returning: tuple[str, ...]):
+    """The statement ``INSERT INTO table SELECT … ON CONFLICT DO NOTHING RETURNING returning`` for ``dialect``,
+    built once: ``source`` selects a value for every column of ``table``, in order."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).from_select([column.key for column in table.columns], source)
+    return statement.on_conflict_do_nothing().returning(*(table.c[name] for name in returning))
+
+
+def copy_new_rows(session: Session, table, rows: list[dict]) -> int:
+    """Insert many ``rows`` in the session's transaction, skipping those whose key is taken; returns how many
+    were inserted. A UUID primary key and timestamps the rows leave out are filled in (on PostgreSQL by the
+    server). On PostgreSQL: COPY into a temporary staging table, then one ``INSERT … SELECT … ON CONFLICT DO
+    NOTHING`` (measured 45.8k rows/s against 34.6k for executemany); on SQLite an executemany."""
+    if not rows:
+        return 0
+    given = list(rows[0])
+    missing = [c for c in table.columns if c.name not in given and c.name in ("id", "created_at")]
+    if not _on_postgresql(session):
+        now = utcnow()
+        fill = {c.name: (uuid.uuid4 if c.name == "id" else lambda: now) for c in missing}
+        rows = [{**row, **{name: make() for name, make in fill.items()}} for row in rows]
+        return session.execute(sqlite_insert(table).on_conflict_do_nothing(), rows).rowcount
+    documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    names = ", ".join(f'"{name}"' for name in given)
+    generated = {"id": "gen_random_uuid()", "created_at": "now()"}
+    target = ", ".join([*(f'"{c.name}"' for c in missing), names])
+    source = ", ".join([*(generated[c.name] for c in missing), names])
+    staging = f"staging_{table.name}_{zlib.crc32(names.encode()):08x}"  # one per column set
+    cursor = session.connection().connection.driver_connection.cursor()
+    with cursor:
+        # CREATE TABLE AS copies no NOT NULL constraints: the columns filled by the server stay out.
+        cursor.execute(
+            f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS AS '
+            f'SELECT {names} FROM "{table.name}" WITH NO DATA'
+        )
+        with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([dump_json(row[c]) if c in documents else row[c] for c in given])
+        cursor.execute(f'INSERT INTO "{table.name}" ({target}) SELECT {source} FROM "{staging}" ON CONFLICT DO NOTHING')
+        inserted = cursor.rowcount
+        cursor.execute(f'TRUNCATE "{staging}"')
+    return inserted
+
+
+def stream_json_lines(engine: Engine, stmt: Select, batch: int = 2000) -> Iterator[bytes]:
+    """Run ``stmt`` on its own connection of ``engine`` with a server-side cursor; yield one JSON object per row,
+    in batches.
+
+    Null columns are left out; JSON-document columns are embedded whole (their own nulls kept).
+    On PostgreSQL the server renders each line, which is several times faster than Python.
+    """
+    on_postgresql = engine.dialect.name == "postgresql"
+    if on_postgresql:
+        stmt = stmt.with_only_columns(_json_line_sql(stmt), maintain_column_froms=True)
+
+    # The lines are produced after the request's app context has ended: nothing here may need it.
+    def lines():
+        with engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+            for rows in result.partitions():
+                if on_postgresql:
+                    yield "".join(line for (line,) in rows).encode()
+                else:
+                    yield b"".join(_json_line(row._mapping) for row in rows)
+
+    return lines()
+
+
+def _json_line_sql(stmt: Select):
+    """SQL building ``stmt``'s row as a JSON text line: columns that are never null as one object, nullable
+    ones appended only when set, JSON documents appended whole (their own nulls kept)."""
+    columns = list(stmt.selected_columns)
+    documents = [c for c in columns if isinstance(c.type, JSON)]
+    required = [c for c in columns if c not in documents and getattr(c, "nullable", True) is False]
+    optional = [c for c in columns if c not in documents and c not in required]
+    pairs = [part for c in required for part in (literal_column(f"'{c.key}'"), c)]
+    # Appending optional fields with CASE is cheaper than json_strip_nulls, which re-parses the whole line.
+    line = func.left(cast(func.json_build_object(*pairs), Text), -1)
+    for c in optional:
+        line = line + case((c.is_(None), ""), else_=f',"{c.key}":' + cast(func.to_json(c), Text))
+    for c in documents:
+        line = line + f',"{c.key}":' + cast(c, Text)
+    return line + "}\n"
+
+
+def _json_line(row) -> bytes:
+    line = {key: iso_utc(value) if isinstance(value, datetime) else value for key, value in row.items()}
+    return dump_json({key: value for key, value in line.items() if value is not None}).encode() + b"\n"
+
+
+def dump_json(value) -> str:
+    """JSON text of ``value``: orjson for speed, the standard library for what orjson refuses (integers
+    beyond 64 bits, which JSON allows)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
