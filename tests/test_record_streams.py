@@ -160,7 +160,7 @@ def test_stream_is_read_in_batches(client, reference, records_url):
     """Streams of more rows than one batch come out whole and in order."""
     from webapp import bulk_sql
     from webapp.extensions import db
-    from webapp.services.records import record_rows
+    from webapp.services.record_search import record_rows
 
     for minute in range(7):
         client.post(records_url, data=record_form(timestamp=f"2024-05-01T00:0{minute}:00Z"))

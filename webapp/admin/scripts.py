@@ -14,7 +14,7 @@ from webapp.errors import APIError
 from webapp.models import Role
 from webapp.records.schemas import BulkUploadFormSchema, RecordQueryArgsSchema
 from webapp.scripts.schemas import ScriptCreateSchema, ScriptSchema
-from webapp.services import bulk, overview, records, scripts
+from webapp.services import bulk, overview, record_search, scripts
 
 
 @blp.get("/scripts")
@@ -67,7 +67,7 @@ def script_detail(script_id: uuid.UUID):
         filter_errors = {}
     except ma.ValidationError as exc:
         filters, filter_errors = {}, exc.messages
-    items, pager = paged(records.search_records(script_id, filters))
+    items, pager = paged(record_search.search_records(script_id, filters))
     return render_template(
         "admin/script.html",
         script=script,

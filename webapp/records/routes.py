@@ -17,7 +17,7 @@ from webapp.records.schemas import (
     RecordSchema,
     RecordUpdateSchema,
 )
-from webapp.services import bulk, records
+from webapp.services import bulk, record_search, records
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class ScriptRecords(MethodView):
     @blp.alt_response(404, description="Unknown script.")
     def get(self, filters, script_id: uuid.UUID):
         """Stream a script's records, optionally filtered by exact names and collection date."""
-        return ndjson_response(records.stream_records(script_id, filters))
+        return ndjson_response(record_search.stream_records(script_id, filters))
 
     @blp.arguments(RecordFormSchema, location="multipart")
     @blp.response(200, RecordSchema)
@@ -112,7 +112,7 @@ class ScriptRecordsFilter(MethodView):
     @blp.alt_response(404, description="Unknown script.")
     def get(self, filters, script_id: uuid.UUID):
         """Stream a script's records within a time range and name lists (OR within a list, AND across)."""
-        return ndjson_response(records.stream_records(script_id, filters))
+        return ndjson_response(record_search.stream_records(script_id, filters))
 
 
 @blp.route("/records/id/<uuid:record_id>")

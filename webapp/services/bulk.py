@@ -28,8 +28,9 @@ from webapp.services import jobs
 from webapp.services.bulk_files import UnreadableFile, read_rows
 from webapp.services.jobs import JobFailed, RetryLater, renew_lease
 from webapp.services.names import missing_names
-from webapp.services.records import RecordReferences, content_type_for, sanitise_file_name
+from webapp.services.records import RecordReferences
 from webapp.services.scripts import associate, get_script
+from webapp.services.uploads import content_type_for, sanitise_file_name
 from webapp.storage import file_digest
 
 FORMAT_BY_CONTENT_TYPE = {

@@ -1,24 +1,17 @@
-"""Script records: creation (with an attached file), lookup, change, deletion, search and download."""
+"""Script records: creation (with an attached file), lookup, change, deletion and download."""
 
 import logging
-import mimetypes
-import os
-import re
-import unicodedata
 import uuid
-from collections.abc import Iterator
 from datetime import UTC
 
 from flask import current_app
 from sqlalchemy import Uuid, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 
 from webapp import bulk_sql
 from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from webapp.extensions import db, store
-from webapp.fields import unstorable_text
 from webapp.models import (
     Dataset,
     Experiment,
@@ -39,35 +32,9 @@ from webapp.services import jobs
 from webapp.services.common import commit, delete, get_or_404, new_id
 from webapp.services.names import missing_names
 from webapp.services.scripts import associate, find_or_create_dataset, get_script
+from webapp.services.uploads import content_type_for, sanitise_file_name
 
 log = logging.getLogger(__name__)
-
-MAX_FILE_NAME_BYTES = 200
-MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-
-
-def sanitise_file_name(raw: str, field: str = "record_file") -> str:
-    """The last path component of ``raw`` without control characters or leading dots, at most 200 bytes of
-    UTF-8 (file systems count bytes); 422 on ``field`` if nothing is left."""
-    if unstorable_text(raw.replace("\0", "")):  # bytes that were not UTF-8, kept as surrogates
-        raise ValidationError({field: "The file name is not UTF-8 text; send it in UTF-8."})
-    name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().lstrip(".").strip()
-    if not name:
-        raise ValidationError({field: f"The file name {raw!r} has no usable characters."})
-    stem, ext = os.path.splitext(name)
-    ext = ext if len(ext.encode()) <= 20 else ""
-    while len((stem + ext).encode()) > MAX_FILE_NAME_BYTES:
-        stem = stem[:-1]
-    return (stem + ext) or "file"
-
-
-def content_type_for(upload: FileStorage, file_name: str) -> str:
-    """The upload's declared media type when it is a well-formed one, else a guess from its name."""
-    declared = (upload.mimetype or "").lower()
-    if declared != "application/octet-stream" and MEDIA_TYPE.fullmatch(declared):
-        return declared
-    return mimetypes.guess_type(file_name)[0] or "application/octet-stream"
 
 
 def default_dataset_name(script_name: str, collection_date) -> str:
@@ -371,85 +338,3 @@ def download_url(record_id: uuid.UUID, expires_in: int) -> str:
     if record.file_status == FileStatus.FAILED:
         raise NotFoundError(f"The file of record {record_id} could not be stored.")
     return store.download_url(record.record_file, record.file_name, record.file_content_type, expires_in)
-
-
-def record_rows(script_id: uuid.UUID, filters: dict):
-    """The flat columns of a script's records matching ``filters``, oldest timestamp first (ties by id)."""
-    get_script(script_id)
-    columns = select(
-        Record.id,
-        Record.timestamp,
-        Record.collection_date,
-        Record.script_id,
-        Script.script_name,
-        Record.script_run_id,
-        Record.dataset_id,
-        Dataset.dataset_name,
-        Record.experiment_id,
-        Experiment.experiment_name,
-        Record.season_id,
-        Season.season_name,
-        Record.site_id,
-        Site.site_name,
-        Record.record_file,
-        Record.file_name,
-        Record.file_size,
-        Record.file_sha256,
-        Record.file_content_type,
-        Record.file_status,
-        Record.script_data,
-        Record.record_info,
-    )
-    return _matching(columns, script_id, filters)
-
-
-def search_records(script_id: uuid.UUID, filters: dict):
-    """The same search as ``record_rows``, as Record objects with their names loaded (for pages)."""
-    get_script(script_id)
-    loaded = [
-        contains_eager(relation)
-        for relation in (Record.script, Record.dataset, Record.experiment, Record.season, Record.site)
-    ]
-    return _matching(select(Record).options(*loaded), script_id, filters)
-
-
-def _matching(stmt, script_id: uuid.UUID, filters: dict):
-    stmt = (
-        stmt.join(Script, Script.id == Record.script_id)
-        .join(Dataset, Dataset.id == Record.dataset_id)
-        .join(Experiment, Experiment.id == Record.experiment_id)
-        .join(Season, Season.id == Record.season_id)
-        .join(Site, Site.id == Record.site_id)
-        .where(Record.script_id == script_id)
-        .order_by(Record.timestamp, Record.id)
-    )
-    equal = {
-        "experiment_name": Experiment.experiment_name,
-        "season_name": Season.season_name,
-        "site_name": Site.site_name,
-        "dataset_name": Dataset.dataset_name,
-        "collection_date": Record.collection_date,
-    }
-    within = {
-        "experiment_names": Experiment.experiment_name,
-        "season_names": Season.season_name,
-        "site_names": Site.site_name,
-        "dataset_names": Dataset.dataset_name,
-    }
-    for name, column in equal.items():
-        if filters.get(name) is not None:
-            stmt = stmt.where(column == filters[name])
-    for name, column in within.items():
-        if filters.get(name):
-            stmt = stmt.where(column.in_(filters[name]))
-    if filters.get("start_timestamp") is not None:
-        stmt = stmt.where(Record.timestamp >= filters["start_timestamp"])
-    if filters.get("end_timestamp") is not None:
-        stmt = stmt.where(Record.timestamp <= filters["end_timestamp"])
-    return stmt
-
-
-def stream_records(script_id: uuid.UUID, filters: dict) -> Iterator[bytes]:
-    """NDJSON lines of the matching records (404 for an unknown script is raised before streaming)."""
-    stmt = record_rows(script_id, filters)
-    return bulk_sql.stream_json_lines(db.engine, stmt)

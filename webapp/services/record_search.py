@@ -1,0 +1,94 @@
+"""Searches of a script's records: the rows of a search, as flat columns (streams) or as Record objects (pages)."""
+
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
+
+from webapp import bulk_sql
+from webapp.extensions import db
+from webapp.models import Dataset, Experiment, Record, Script, Season, Site
+from webapp.services.scripts import get_script
+
+
+def record_rows(script_id: uuid.UUID, filters: dict):
+    """The flat columns of a script's records matching ``filters``, oldest timestamp first (ties by id)."""
+    get_script(script_id)
+    columns = select(
+        Record.id,
+        Record.timestamp,
+        Record.collection_date,
+        Record.script_id,
+        Script.script_name,
+        Record.script_run_id,
+        Record.dataset_id,
+        Dataset.dataset_name,
+        Record.experiment_id,
+        Experiment.experiment_name,
+        Record.season_id,
+        Season.season_name,
+        Record.site_id,
+        Site.site_name,
+        Record.record_file,
+        Record.file_name,
+        Record.file_size,
+        Record.file_sha256,
+        Record.file_content_type,
+        Record.file_status,
+        Record.script_data,
+        Record.record_info,
+    )
+    return _matching(columns, script_id, filters)
+
+
+def search_records(script_id: uuid.UUID, filters: dict):
+    """The same search as ``record_rows``, as Record objects with their names loaded (for pages)."""
+    get_script(script_id)
+    loaded = [
+        contains_eager(relation)
+        for relation in (Record.script, Record.dataset, Record.experiment, Record.season, Record.site)
+    ]
+    return _matching(select(Record).options(*loaded), script_id, filters)
+
+
+def _matching(stmt, script_id: uuid.UUID, filters: dict):
+    stmt = (
+        stmt.join(Script, Script.id == Record.script_id)
+        .join(Dataset, Dataset.id == Record.dataset_id)
+        .join(Experiment, Experiment.id == Record.experiment_id)
+        .join(Season, Season.id == Record.season_id)
+        .join(Site, Site.id == Record.site_id)
+        .where(Record.script_id == script_id)
+        .order_by(Record.timestamp, Record.id)
+    )
+    equal = {
+        "experiment_name": Experiment.experiment_name,
+        "season_name": Season.season_name,
+        "site_name": Site.site_name,
+        "dataset_name": Dataset.dataset_name,
+        "collection_date": Record.collection_date,
+    }
+    within = {
+        "experiment_names": Experiment.experiment_name,
+        "season_names": Season.season_name,
+        "site_names": Site.site_name,
+        "dataset_names": Dataset.dataset_name,
+    }
+    for name, column in equal.items():
+        if filters.get(name) is not None:
+            stmt = stmt.where(column == filters[name])
+    for name, column in within.items():
+        if filters.get(name):
+            stmt = stmt.where(column.in_(filters[name]))
+    if filters.get("start_timestamp") is not None:
+        stmt = stmt.where(Record.timestamp >= filters["start_timestamp"])
+    if filters.get("end_timestamp") is not None:
+        stmt = stmt.where(Record.timestamp <= filters["end_timestamp"])
+    return stmt
+
+
+def stream_records(script_id: uuid.UUID, filters: dict) -> Iterator[bytes]:
+    """NDJSON lines of the matching records (404 for an unknown script is raised before streaming)."""
+    stmt = record_rows(script_id, filters)
+    return bulk_sql.stream_json_lines(db.engine, stmt)
