@@ -40,14 +40,19 @@ def s3(s3_endpoint):
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
 
+def seed(client) -> dict:
+    """An experiment with a season, a site and a script (returned), through the API."""
+    experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
+    client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
+    client.post("/api/sites", json={"site_name": "Maricopa"})
+    return client.post("/api/scripts", json={"script_name": "canopy-height"}).json
+
+
 @pytest.fixture
 def posted(s3_app):
     """A record with a file posted through the API to the S3 backend."""
     client = token_client(s3_app, make_token(s3_app))
-    experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
-    client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
-    client.post("/api/sites", json={"site_name": "Maricopa"})
-    script = client.post("/api/scripts", json={"script_name": "canopy-height"}).json
+    script = seed(client)
     payload = bytes(range(256)) * 4096
     form = record_form(record_file=(io.BytesIO(payload), "leaf scan.tif"))
     record = wait_for_file(client, client.post(f"/api/scripts/id/{script['id']}/records", data=form).json)
@@ -130,10 +135,7 @@ def test_unreachable_object_store_is_503_and_stores_nothing(tmp_path, postgresql
     app = make_app(tmp_path, postgresql_url, storage_backend="s3", s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
     client = token_client(app, make_token(app))
     try:
-        experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
-        client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
-        client.post("/api/sites", json={"site_name": "Maricopa"})
-        script = client.post("/api/scripts", json={"script_name": "s"}).json
+        script = seed(client)
         form = record_form(record_file=(io.BytesIO(b"x"), "a.txt"))
         response = client.post(f"/api/scripts/id/{script['id']}/records", data=form)
         assert response.status_code == 503
@@ -173,10 +175,7 @@ def test_a_store_that_never_answers_is_503_with_retry_after(tmp_path, postgresql
     )
     client = token_client(app, make_token(app))
     try:
-        experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
-        client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
-        client.post("/api/sites", json={"site_name": "Maricopa"})
-        script = client.post("/api/scripts", json={"script_name": "s"}).json
+        script = seed(client)
         response = client.post(
             f"/api/scripts/id/{script['id']}/records", data=record_form(record_file=(io.BytesIO(b"x"), "a.txt"))
         )
