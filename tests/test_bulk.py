@@ -8,10 +8,12 @@ import json
 import uuid
 from datetime import timedelta
 
+import marshmallow as ma
 import pytest
 
 from tests.conftest import db_job, make_app, make_token, record_form, token_client
 from tests.servers import wait_until
+from webapp.services.record_rules import RECORD_RULES, record_rule
 
 
 @pytest.fixture
@@ -116,6 +118,42 @@ def test_rows_follow_the_single_record_rules(client, reference, script, bulk_url
     job = finished(client, post_bulk(client, bulk_url, ndjson(row), "rows.ndjson"))
     assert (job["inserted"], job["duplicates"]) == (0, 1)
     assert single["collection_date"] == "2024-05-02"
+
+
+NOT_COLLECTED_LATER = "A record is not collected after it is taken."
+
+
+@pytest.fixture
+def collected_no_later_than_taken():
+    """A rule across a record's fields added to the record rules (through ``record_rule``) for one test."""
+
+    def collected_no_later(values):
+        if values.get("collection_date") and values["collection_date"] > values["timestamp"].date():
+            raise ma.ValidationError(NOT_COLLECTED_LATER, "collection_date")
+
+    record_rule(collected_no_later)
+    yield
+    RECORD_RULES.remove(collected_no_later)
+
+
+def test_a_rule_added_to_the_record_rules_refuses_single_records_and_bulk_rows(
+    client, reference, script, bulk_url, collected_no_later_than_taken
+):
+    """A schema-level rule added to the record rules applies to a single POST and to each bulk row alike, the
+    row's defaults from the upload's form included."""
+    single = client.post(f"/api/scripts/id/{script['id']}/records", data=record_form(collection_date="2024-05-02"))
+    assert single.status_code == 422
+    assert single.json["errors"] == {"collection_date": [NOT_COLLECTED_LATER]}
+    content = ndjson(
+        {**ROW, "timestamp": "2024-05-01T00:00:00Z", "collection_date": "2024-05-02"},
+        {**ROW, "timestamp": "2024-05-03T00:00:00Z"},  # collected on the form's date, before it was taken
+        {**ROW, "timestamp": "2024-05-01T00:00:00Z"},  # collected on the form's date, after it was taken
+        {**ROW, "timestamp": "2024-05-04T00:00:00Z", "collection_date": "2024-05-04"},
+    )
+    job = finished(client, post_bulk(client, bulk_url, content, "rows.ndjson", collection_date="2024-05-02"))
+    assert (job["inserted"], job["failed"]) == (2, 2)
+    assert [error["line"] for error in job["errors"]] == [1, 3]
+    assert all(NOT_COLLECTED_LATER in error["error"] for error in job["errors"])
 
 
 def test_bulk_bad_requests(client, reference, script, bulk_url):

@@ -5,14 +5,31 @@ import io
 import json
 import uuid
 
+import marshmallow as ma
 import pytest
 
 from tests.conftest import db_job, record_form, wait_for_file
+from webapp.services.record_rules import RecordFields
 
 
 @pytest.fixture
 def records_url(script):
     return f"/api/scripts/id/{script['id']}/records"
+
+
+@pytest.fixture(params=["first record of its dataset", "later record of its dataset"])
+def earlier(request, client, reference, records_url) -> list[str]:
+    """Nothing, or one record posted first to the dataset the test's records go to: a dataset's first record takes
+    the step-by-step path, a later one the single statement (``RECORD_BY_NAMES``); every refusal holds for both.
+    Returns the ids of the records stored before the test's own."""
+    if request.param.startswith("first"):
+        return []
+    return [client.post(records_url, data=record_form(timestamp="2024-05-01T00:00:30Z")).json["id"]]
+
+
+def stored_ids(client, records_url) -> list[str]:
+    """The ids of the records a script's stream holds."""
+    return [json.loads(line)["id"] for line in client.get(records_url).data.decode().splitlines()]
 
 
 def test_post_record_returns_every_field_with_names(client, reference, script, records_url):
@@ -69,9 +86,8 @@ def test_a_renamed_script_files_new_records_under_its_new_name(client, reference
     assert client.get(f"/api/scripts/records/id/{record['id']}").json == record
 
 
-def test_records_of_a_deleted_script_are_404(client, reference, script, records_url):
-    """A script deleted after it received records takes no more."""
-    client.post(records_url, data=record_form())
+def test_records_of_a_deleted_script_are_404(client, reference, script, records_url, earlier):
+    """A deleted script takes no more records, whether it had received records or not."""
     client.delete(f"/api/scripts/id/{script['id']}")
     assert client.post(records_url, data=record_form(timestamp="2024-05-01T13:00:00Z")).status_code == 404
 
@@ -127,15 +143,15 @@ def test_unsafe_file_names_are_sanitised(client, reference, records_url, raw, st
     assert ".." not in record["record_file"]
 
 
-def test_file_name_with_nothing_usable_is_422(client, reference, records_url):
+def test_file_name_with_nothing_usable_is_422(client, reference, records_url, earlier):
     """A file name that sanitises to nothing is rejected and nothing is stored."""
     response = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "../..")))
     assert response.status_code == 422
     assert "record_file" in response.json["errors"]
-    assert client.get(records_url).data == b""
+    assert stored_ids(client, records_url) == earlier
 
 
-def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, app, reference, records_url):
+def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, app, reference, records_url, earlier):
     """A second record with the same identity is 409; the first record and its file stay as they were."""
     from webapp.extensions import queue, store
 
@@ -154,18 +170,18 @@ def test_duplicate_record_is_409_and_leaves_original_and_file_untouched(client, 
     assert stored_files == [store.backend.path_of(first["record_file"])]
 
 
-def test_unknown_experiment_season_or_site_is_422_naming_each(client, reference, records_url):
+def test_unknown_experiment_season_or_site_is_422_naming_each(client, reference, records_url, earlier):
     """Each missing reference is named in the 422 errors."""
-    client.post(records_url, data=record_form(timestamp="2024-05-01T08:00:00Z"))  # the dataset exists
     response = client.post(records_url, data=record_form(season_name="Winter", site_name="Nowhere"))
     assert response.status_code == 422
     assert set(response.json["errors"]) == {"season_name", "site_name"}
     response = client.post(records_url, data=record_form(experiment_name="Other"))
     assert response.status_code == 422
     assert "experiment_name" in response.json["errors"]
+    assert stored_ids(client, records_url) == earlier
 
 
-def test_missing_required_fields_and_bad_values_are_422(client, reference, records_url):
+def test_missing_required_fields_and_bad_values_are_422(client, reference, records_url, earlier):
     """Missing required fields, non-ISO timestamps, bad JSON fields and unknown fields are 422."""
     cases = [
         (record_form(timestamp=None), "timestamp"),
@@ -185,19 +201,18 @@ def test_missing_required_fields_and_bad_values_are_422(client, reference, recor
         response = client.post(records_url, data=form)
         assert response.status_code == 422, form
         assert field in response.json["errors"], (form, response.json)
-    assert client.get(records_url).data == b""
+    assert stored_ids(client, records_url) == earlier
 
 
-def test_file_under_an_unknown_part_name_is_422_not_dropped(client, reference, records_url):
+def test_file_under_an_unknown_part_name_is_422_not_dropped(client, reference, records_url, earlier):
     """A file sent under another name than record_file is refused rather than silently ignored."""
     response = client.post(records_url, data=record_form(photo=(io.BytesIO(b"x"), "a.png")))
     assert response.status_code == 422
     assert "photo" in response.json["errors"]
 
 
-def test_record_run_must_belong_to_the_script(client, reference, script, records_url):
+def test_record_run_must_belong_to_the_script(client, reference, script, records_url, earlier):
     """script_run_id must name a run of this script."""
-    client.post(records_url, data=record_form(timestamp="2024-05-01T08:00:00Z"))  # the dataset exists
     other = client.post("/api/scripts", json={"script_name": "other"}).json
     foreign_run = client.post(f"/api/scripts/id/{other['id']}/runs").json
     response = client.post(records_url, data=record_form(script_run_id=foreign_run["id"]))
@@ -209,13 +224,13 @@ def test_record_run_must_belong_to_the_script(client, reference, script, records
     )
 
 
-def test_post_record_to_unknown_script_is_404(client, reference):
+def test_post_record_to_unknown_script_is_404(client, reference, earlier):
     """Records of an unknown script are 404."""
     response = client.post(f"/api/scripts/id/{uuid.uuid4()}/records", data=record_form())
     assert response.status_code == 404
 
 
-def test_json_body_on_record_post_is_415(client, reference, records_url):
+def test_json_body_on_record_post_is_415(client, reference, records_url, earlier):
     """The record endpoint takes a form; a JSON body is an unsupported media type."""
     response = client.post(records_url, json=record_form())
     assert response.status_code == 415
@@ -250,15 +265,21 @@ def test_delete_record_removes_it_and_its_file(client, app, reference, records_u
     assert client.delete(f"/api/scripts/records/id/{record['id']}").status_code == 404
 
 
-def test_storage_failure_leaves_no_record_behind(client, app, reference, records_url, failing_store):
+def test_storage_failure_leaves_no_record_behind(client, app, reference, records_url, failing_store, earlier):
     """When the object store fails, the answer is 503 and neither record nor dataset is stored."""
     failing_store.put_error = OSError("disk full")
-    response = client.post(records_url, data=record_form(dataset_name="New", record_file=(io.BytesIO(b"x"), "a.txt")))
+    response = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"x"), "a.txt")))
     assert response.status_code == 503
     assert "disk full" not in response.json["error_description"]
-    assert client.get(records_url).data == b""
+    assert stored_ids(client, records_url) == earlier
+    new = client.post(records_url, data=record_form(dataset_name="New", record_file=(io.BytesIO(b"x"), "a.txt")))
+    assert new.status_code == 503
+    assert stored_ids(client, records_url) == earlier
     scripts_datasets = client.get(records_url.replace("/records", "/datasets"))
-    assert scripts_datasets.status_code == 404
+    if earlier:
+        assert [d["dataset_name"] for d in scripts_datasets.json] == ["canopy-height Dataset 2024-05-01"]
+    else:
+        assert scripts_datasets.status_code == 404
 
 
 def test_download_of_record_without_file_is_404(client, reference, records_url):
@@ -283,7 +304,7 @@ def test_download_of_pending_file_is_409_with_retry_after(client, app, reference
     assert response.headers["Retry-After"]
 
 
-def test_text_where_a_file_belongs_is_422(client, reference, records_url):
+def test_text_where_a_file_belongs_is_422(client, reference, records_url, earlier):
     """A plain field named record_file is refused, not mistaken for a file."""
     response = client.post(records_url, data=record_form(record_file="hello"))
     assert response.status_code == 422
@@ -358,7 +379,7 @@ def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app
 
 
 @pytest.mark.parametrize("size", [10, 200_000])  # split by the app itself, and by werkzeug
-def test_a_file_name_that_is_not_utf8_is_422_alone(client, reference, records_url, size):
+def test_a_file_name_that_is_not_utf8_is_422_alone(client, reference, records_url, size, earlier):
     """A Latin-1 file name gets a 422 saying so, not one claiming that every form field is missing."""
     boundary = b"n4me"
     fields = [(name, value.encode()) for name, value in record_form().items()]
@@ -380,3 +401,67 @@ def test_a_file_name_that_is_not_utf8_is_422_alone(client, reference, records_ur
     assert "timestamp" not in response.json["errors"]
     if size < 64 * 1024:
         assert list(response.json["errors"]) == ["record_file"]
+
+
+class RecordFieldsWithValidators(RecordFields):
+    """The record's fields with validators of every kind ``load_record`` runs (a test-only subclass)."""
+
+    @ma.validates("site_name")
+    def site_not_shouted(self, value, **kwargs):
+        if value.isupper():
+            raise ma.ValidationError("Do not shout.")
+
+    @ma.validates_schema
+    def season_within_its_site(self, values, **kwargs):
+        if values.get("season_name") == values.get("site_name"):
+            raise ma.ValidationError("A season is not named after its site.", "season_name")
+
+    @ma.validates_schema(pass_original=True)
+    def as_sent(self, values, original, **kwargs):
+        if "record_info" not in original and values.get("dataset_name") == "Annotated":
+            raise ma.ValidationError({"record_info": ["Annotated datasets need record_info."]})
+
+    @ma.validates_schema(skip_on_field_errors=False)
+    def always(self, values, **kwargs):
+        if "timestamp" not in values:
+            raise ma.ValidationError("No timestamp, no record.")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"site_name": "MARICOPA"},
+        {"season_name": "Maricopa"},
+        {"dataset_name": "Annotated"},
+        {"dataset_name": "Annotated", "record_info": "{}"},
+        {"timestamp": None},
+        {"timestamp": "yesterday", "season_name": "Maricopa", "colour": "red"},
+        {"script_data": "[1]", "site_name": "X" * 256},
+    ],
+)
+def test_load_record_loads_and_refuses_as_marshmallow_does(changes):
+    """The one validation of a record (``load_record``, which the single POST and bulk rows run) gives the values
+    and errors of marshmallow's own ``Schema.load``, field, field-level and schema-level validators alike."""
+    schema = RecordFieldsWithValidators()
+    raw = record_form(**changes)
+    values, errors = schema.load_record(raw)
+    try:
+        expected, expected_errors = ma.Schema.load(schema, raw), {}
+    except ma.ValidationError as exc:
+        expected, expected_errors = exc.valid_data, exc.messages
+    assert errors == expected_errors
+    assert values == expected
+    assert bool(errors) == bool(changes) - ("record_info" in changes)
+
+
+def test_a_record_schema_may_not_transform_what_it_loads():
+    """A pre_load or post_load hook, which ``load_record`` would not run, is refused rather than skipped."""
+
+    class Transforming(RecordFields):
+        @ma.post_load
+        def lower(self, values, **kwargs):
+            return {**values, "site_name": values["site_name"].lower()}
+
+    with pytest.raises(TypeError, match="post_load"):
+        Transforming().load_record(record_form())

@@ -4,8 +4,7 @@ import marshmallow as ma
 
 from webapp.common.api import QueryArgsSchema, ResponseSchema, Schema
 from webapp.fields import File, JSONObject, NameList, Text, Timestamp
-
-NAME = ma.validate.Length(min=1, max=255)
+from webapp.services.record_rules import NAME, RecordFields
 
 
 class RecordSchema(ResponseSchema):
@@ -33,24 +32,9 @@ class RecordSchema(ResponseSchema):
     file_status = Text(allow_none=True, metadata={"description": "pending | ready | failed"})
 
 
-class RecordFieldsSchema(Schema):
-    """The fields of one record as a client sends them: a form, or a row of a bulk upload."""
+class RecordFormSchema(RecordFields):
+    """The fields of a record (the contract in ``services/record_rules.py``) and its file, as a form."""
 
-    timestamp = Timestamp(required=True, metadata={"description": "ISO 8601; without an offset, UTC."})
-    collection_date = ma.fields.Date(metadata={"description": "Default: the timestamp's date in its offset."})
-    script_data = JSONObject(load_default=dict)
-    dataset_name = Text(
-        validate=NAME,
-        metadata={"description": "Default '<script_name> Dataset <collection_date>'; created when missing."},
-    )
-    experiment_name = Text(required=True, validate=NAME)
-    season_name = Text(required=True, validate=NAME)
-    site_name = Text(required=True, validate=NAME)
-    script_run_id = ma.fields.UUID(metadata={"description": "A run of this script that produced the record."})
-    record_info = JSONObject(load_default=dict)
-
-
-class RecordFormSchema(RecordFieldsSchema):
     record_file = File(metadata={"description": "Optional file attached to the record."})
 
 

@@ -1,9 +1,9 @@
 """Queued bulk uploads of records: NDJSON, CSV or a JSON array, ingested by a worker in chunks.
 
-Each row goes through the single-record rules (the same schema fields and ``RecordReferences``). A chunk's
-rows, the job's counts, its first errors and its checkpoint commit in one transaction guarded by the job's
-lease, so a resumed job neither stores a row twice nor counts or reports it twice. Reading and validating run on
-a second thread, ahead of the inserts.
+Each row follows the single-record rules: ``record_rules``' one validation (``RecordFields.load_record``) and its
+step-by-step resolution (``RecordReferences``). A chunk's rows, the job's counts, its first errors and its
+checkpoint commit in one transaction guarded by the job's lease, so a resumed job neither stores a row twice nor
+counts or reports it twice. Reading and validating run on a second thread, ahead of the inserts.
 """
 
 import os
@@ -21,14 +21,13 @@ from werkzeug.datastructures import FileStorage
 from webapp import bulk_sql
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
-from webapp.fields import load_flat, unstorable_text
+from webapp.fields import unstorable_text
 from webapp.models import Job, JobKind, Record, Script
-from webapp.records.schemas import RecordFieldsSchema
 from webapp.services import jobs
 from webapp.services.bulk_files import UnreadableFile, read_rows
 from webapp.services.jobs import JobFailed, RetryLater, renew_lease
 from webapp.services.names import missing_names
-from webapp.services.records import RecordReferences
+from webapp.services.record_rules import PLACE_NAMES, RECORD_FIELDS, RecordReferences
 from webapp.services.scripts import associate, get_script
 from webapp.services.uploads import content_type_for, sanitise_file_name
 from webapp.storage import file_digest
@@ -44,7 +43,6 @@ FORMAT_BY_CONTENT_TYPE = {
 }
 FORMAT_BY_EXTENSION = {".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv", ".json": "json"}
 GZIP_TYPES = {"application/gzip", "application/x-gzip"}
-ROW_FIELDS = {name: f for name, f in RecordFieldsSchema().fields.items() if not f.dump_only}
 # Keeps one reason short enough to report a hundred of them (a CSV header may name 100,000 unknown columns).
 MAX_REASON_CHARS = 500
 
@@ -136,8 +134,7 @@ def _same_upload(job: Job, sha256: str) -> Job:
 
 def _check_defaults(defaults: dict) -> None:
     """Names given as defaults for every row must exist (422), like those of a single record."""
-    names = ("experiment_name", "season_name", "site_name")
-    missing = missing_names(**{name: defaults[name] for name in names if defaults.get(name)})
+    missing = missing_names(**{name: defaults[name] for name in PLACE_NAMES if defaults.get(name)})
     if missing:
         raise ValidationError(missing)
 
@@ -225,7 +222,7 @@ def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tup
     """(line, values, None) for a valid row, (line, None, reason) for an invalid one; the first ``skip``
     rows (already handled by an earlier run) are passed over unvalidated."""
     # The form's defaults are loaded once, not with every row that lacks them.
-    defaults, default_errors = load_flat({name: ROW_FIELDS[name] for name in defaults}, defaults)
+    defaults, default_errors = RECORD_FIELDS.load_defaults(defaults)
     if default_errors:
         raise JobFailed(f"The upload's defaults are invalid: {_describe(default_errors)}")
     for index, (line, raw, error) in enumerate(rows):
@@ -234,9 +231,9 @@ def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tup
         if error is not None:
             yield line, None, error
             continue
-        values, field_errors = load_flat(ROW_FIELDS, raw, defaults)
-        if field_errors:
-            yield line, None, _describe(field_errors)
+        values, errors = RECORD_FIELDS.load_record(raw, defaults)
+        if errors:
+            yield line, None, _describe(errors)
         else:
             yield line, values, None
 

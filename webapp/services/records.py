@@ -1,176 +1,41 @@
-"""Script records: creation (with an attached file), lookup, change, deletion and download."""
+"""Script records: creation (with an attached file), lookup, change, deletion and download.
+
+The rules a record follows, and the one statement that stores the usual record, are in ``record_rules``.
+"""
 
 import logging
 import uuid
-from datetime import UTC
 
 from flask import current_app
-from sqlalchemy import Uuid, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
 from webapp import bulk_sql
-from webapp.errors import ConflictError, NotFoundError, StorageError, ValidationError
+from webapp.errors import ConflictError, NotFoundError, StorageError
 from webapp.extensions import db, store
-from webapp.models import (
-    Dataset,
-    Experiment,
-    FileStatus,
-    Job,
-    JobKind,
-    Record,
-    Script,
-    ScriptRun,
-    Season,
-    Site,
-    dataset_experiments,
-    script_datasets,
-    script_experiments,
-    utcnow,
-)
+from webapp.models import FileStatus, Job, JobKind, Record, Script, utcnow
 from webapp.services import jobs
 from webapp.services.common import commit, delete, get_or_404, new_id
-from webapp.services.names import missing_names
-from webapp.services.scripts import associate, find_or_create_dataset, get_script
+from webapp.services.record_rules import (
+    PLACE_NAMES,
+    RECORD_BY_NAMES,
+    RESOLVED_IDS,
+    RecordReferences,
+    duplicate_error,
+    record_dataset_name,
+    record_values,
+)
+from webapp.services.scripts import associate, get_script
 from webapp.services.uploads import content_type_for, sanitise_file_name
 
 log = logging.getLogger(__name__)
 
-
-def default_dataset_name(script_name: str, collection_date) -> str:
-    """``<script_name> Dataset <collection_date>``, the script name shortened to keep within 255 characters."""
-    suffix = f" Dataset {collection_date.isoformat()}"
-    return script_name[: 255 - len(suffix)] + suffix
-
-
-def record_dataset_name(values: dict, script_name: str, collection_date) -> str:
-    """A record's dataset: the one named in its form ``values``, else the script's default for the date."""
-    return values.get("dataset_name") or default_dataset_name(script_name, collection_date)
+FILE_COLUMNS = ("record_file", "file_name", "file_size", "file_sha256", "file_content_type", "file_status")
 
 
 def get_record(record_id: uuid.UUID) -> Record:
     """The record with that id (404)."""
     return get_or_404(Record, record_id, "record")
-
-
-# Built once: constructing the statement cost more than running it, on every record POST.
-PLACES_BY_NAME = (
-    select(Experiment.id, Season.id, Site.id)
-    .select_from(Experiment)
-    .outerjoin(Season, (Season.experiment_id == Experiment.id) & (Season.season_name == bindparam("season")))
-    .outerjoin(Site, Site.site_name == bindparam("site"))
-    .where(Experiment.experiment_name == bindparam("experiment"))
-)
-
-# Every column of a new record, the ids looked up by name in the same statement. It selects nothing when a
-# name is unknown, the script has another name than the one given, the run belongs to another script, or the
-# script, dataset and experiment are not associated yet (the first record of each combination associates them).
-_RESOLVED_BY_NAME = {
-    "script_id": Script.id,
-    "dataset_id": Dataset.id,
-    "experiment_id": Experiment.id,
-    "season_id": Season.id,
-    "site_id": Site.id,
-}
-RECORD_BY_NAMES = (
-    select(*(_RESOLVED_BY_NAME.get(c.key, bindparam(c.key, type_=c.type)) for c in Record.__table__.columns))
-    .select_from(Script)
-    .join(Experiment, Experiment.experiment_name == bindparam("experiment_name"))
-    .join(Season, (Season.experiment_id == Experiment.id) & (Season.season_name == bindparam("season_name")))
-    .join(Site, Site.site_name == bindparam("site_name"))
-    .join(Dataset, Dataset.dataset_name == bindparam("dataset_name"))
-    .where(Script.id == bindparam("script_id"), Script.script_name == bindparam("script_name"))
-    .where(
-        bindparam("script_run_id", type_=Uuid()).is_(None)
-        | exists().where(ScriptRun.id == bindparam("script_run_id"), ScriptRun.script_id == Script.id)
-    )
-    .where(
-        exists().where(script_datasets.c.script_id == Script.id, script_datasets.c.dataset_id == Dataset.id),
-        exists().where(
-            script_experiments.c.script_id == Script.id, script_experiments.c.experiment_id == Experiment.id
-        ),
-        exists().where(
-            dataset_experiments.c.dataset_id == Dataset.id, dataset_experiments.c.experiment_id == Experiment.id
-        ),
-    )
-)
-RESOLVED_IDS = tuple(_RESOLVED_BY_NAME)  # what the insert returns
-FILE_COLUMNS = ("record_file", "file_name", "file_size", "file_sha256", "file_content_type", "file_status")
-PLACE_NAMES = ("experiment_name", "season_name", "site_name")
-
-
-def record_values(values: dict) -> dict:
-    """The columns of a record that need no lookup, from validated form ``values``."""
-    timestamp = values["timestamp"]
-    return {
-        "timestamp": timestamp.astimezone(UTC),
-        # The default collection date is the timestamp's date where it was taken, i.e. in its own offset.
-        "collection_date": values.get("collection_date") or timestamp.date(),
-        "script_run_id": values.get("script_run_id"),
-        "script_data": values.get("script_data") or {},
-        "record_info": values.get("record_info") or {},
-    }
-
-
-class RecordReferences:
-    """Turns a record's names (experiment, season, site, dataset) and run into ids for one script.
-
-    Both the single-record endpoint and bulk ingest go through here, so they follow one set of rules. It
-    remembers what it resolved: a bulk upload looks up each distinct name once. Missing datasets are created
-    in the caller's transaction.
-    """
-
-    def __init__(self, script: Script):
-        self.script = script
-        self._places: dict[tuple[str, str, str], tuple] = {}
-        self._datasets: dict[str, uuid.UUID] = {}
-        self._runs: dict[uuid.UUID, bool] = {}
-
-    def row(self, values: dict) -> dict:
-        """The record's column values from validated form ``values``; 422 naming every unknown reference."""
-        names = (values["experiment_name"], values["season_name"], values["site_name"])
-        if names not in self._places:
-            self._places[names] = self._find_places(*names)
-        experiment_id, season_id, site_id, missing = self._places[names]
-        run_id = values.get("script_run_id")
-        if run_id is not None and not self._is_own_run(run_id):
-            missing = {**missing, "script_run_id": f"Script {self.script.id} has no run with the id {run_id}."}
-        if missing:
-            raise ValidationError(missing)
-
-        row = record_values(values)
-        dataset_name = record_dataset_name(values, self.script.script_name, row["collection_date"])
-        if dataset_name not in self._datasets:
-            dataset = find_or_create_dataset(dataset_name, collection_date=row["collection_date"], dataset_info={})
-            self._datasets[dataset_name] = dataset.id
-        return {
-            **row,
-            "script_id": self.script.id,
-            "dataset_id": self._datasets[dataset_name],
-            "experiment_id": experiment_id,
-            "season_id": season_id,
-            "site_id": site_id,
-        }
-
-    @staticmethod
-    def _find_places(experiment_name: str, season_name: str, site_name: str) -> tuple:
-        """(experiment id, season id, site id, messages for the missing ones), in one query when all exist."""
-        found = db.session.execute(
-            PLACES_BY_NAME, {"experiment": experiment_name, "season": season_name, "site": site_name}
-        ).first()
-        if found is not None and None not in found:
-            return (*found, {})
-        return None, None, None, missing_names(experiment_name, season_name, site_name)
-
-    def _is_own_run(self, run_id: uuid.UUID) -> bool:
-        if run_id not in self._runs:
-            self._runs[run_id] = (
-                db.session.scalar(
-                    select(ScriptRun.id).where(ScriptRun.id == run_id, ScriptRun.script_id == self.script.id)
-                )
-                is not None
-            )
-        return self._runs[run_id]
 
 
 class KnownScripts:
@@ -300,13 +165,6 @@ def stage_file(script_id: uuid.UUID, record: dict, upload: FileStorage) -> Job:
     )
     return jobs.new_job(
         JobKind.RECORD_FILE, script_id, {"record_id": str(record["id"]), "staged_key": staged_key}, total=1
-    )
-
-
-def duplicate_error() -> ConflictError:
-    return ConflictError(
-        "A record with the same script, dataset, experiment, season, site and timestamp exists already; "
-        "the stored record and its file are unchanged."
     )
 
 
