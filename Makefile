@@ -15,11 +15,13 @@ run: $(RUN_VENV)/.installed
 
 test: $(DEV_VENV)/.installed $(CHROMIUM) $(NGINX)
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/lint-imports
 	$(DEV_VENV)/bin/pytest
 
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/ruff format --check .
+	$(DEV_VENV)/bin/lint-imports
 
 bench: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python -m bench
