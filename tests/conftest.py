@@ -228,20 +228,23 @@ def held_jobs(app, monkeypatch):
     return held
 
 
-class _Breaking(io.RawIOBase):
-    """A stream that serves ``limit`` bytes of ``source``, then raises ``error``."""
+class _Interrupted(io.RawIOBase):
+    """A stream that serves ``limit`` bytes of ``source``, calls ``at_limit`` (which may raise), then goes on."""
 
-    def __init__(self, source, limit: int, error: BaseException):
-        self.source, self.left, self.error = source, limit, error
+    def __init__(self, source, limit: int, at_limit):
+        self.source, self.left, self.at_limit = source, limit, at_limit
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        if self.left <= 0:
-            raise self.error
-        data = self.source.read(min(len(buffer), self.left))
-        self.left -= len(data)
+        if self.left == 0:
+            self.left = -1
+            self.at_limit()
+        wanted = len(buffer) if self.left < 0 else min(len(buffer), self.left)
+        data = self.source.read(wanted)
+        if self.left > 0:
+            self.left -= len(data)
         buffer[: len(data)] = data
         return len(data)
 
@@ -251,13 +254,15 @@ class _Breaking(io.RawIOBase):
 
 
 class FailingStore:
-    """The app's object store with faults on order: ``put_error`` is raised by every put; ``read_error`` by a
-    stream opened from the store once it has served ``read_limit`` bytes. Everything else is the real store."""
+    """The app's object store with faults on order. ``put_error`` is raised by every put. A stream opened from the
+    store calls ``read_hook`` once it has served ``read_limit`` bytes, or raises ``read_error`` there. Everything
+    else is the real store."""
 
     def __init__(self, backend):
         self.backend = backend
         self.put_error: BaseException | None = None
         self.read_error: BaseException | None = None
+        self.read_hook = None
         self.read_limit = 0
 
     def __getattr__(self, name):
@@ -270,9 +275,12 @@ class FailingStore:
 
     def open(self, key):
         stream = self.backend.open(key)
-        if self.read_error is None:
+        if self.read_error is None and self.read_hook is None:
             return stream
-        return io.BufferedReader(_Breaking(stream, self.read_limit, self.read_error))
+        return io.BufferedReader(_Interrupted(stream, self.read_limit, self.read_hook or self._raise))
+
+    def _raise(self):
+        raise self.read_error
 
 
 @pytest.fixture

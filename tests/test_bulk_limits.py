@@ -260,3 +260,29 @@ def test_a_request_body_with_an_encoding_the_app_does_not_decode_is_415(client, 
     assert "Content-Encoding" in response.json["error_description"]
     plain = client.post("/api/scripts", json={"script_name": "x"}, headers={"Content-Encoding": "identity"})
     assert plain.status_code == 200
+
+
+def test_a_script_deleted_while_its_upload_is_ingested_fails_the_job_with_the_reason(
+    client, app, reference, script, bulk_url, monkeypatch, held_jobs, failing_store
+):
+    """Deleting the script midway ends its bulk job as failed, saying why (the insert met a deleted reference)."""
+    from sqlalchemy import delete
+
+    from webapp.extensions import db
+    from webapp.models import Script
+    from webapp.services import jobs
+
+    monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 2)
+    content = ndjson(*(row(second) for second in range(8)))
+    job_id = uuid.UUID(post_bulk(client, bulk_url, content, "rows.ndjson").json["id"])
+    engine = db.engine  # the reader runs on a thread of its own, outside the app context
+
+    def delete_the_script():
+        with engine.begin() as connection:
+            connection.execute(delete(Script).where(Script.id == uuid.UUID(script["id"])))
+
+    failing_store.read_hook, failing_store.read_limit = delete_the_script, len(b"".join(content.splitlines(True)[:3]))
+    jobs.run_job(job_id, "test-runner")
+    job = client.get(f"/api/jobs/{job_id}").json
+    assert job["state"] == "failed"
+    assert job["error_description"] == "The script was deleted while its upload was being ingested."

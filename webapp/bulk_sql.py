@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import orjson
+import psycopg
 from sqlalchemy import JSON, Select, Text, bindparam, case, cast, func, literal_column
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from webapp.fields import iso_utc
@@ -87,19 +89,25 @@ def copy_new_rows(session: Session, table, rows: list[dict]) -> int:
     target = ", ".join([*(f'"{c.name}"' for c in missing), names])
     source = ", ".join([*(generated[c.name] for c in missing), names])
     staging = f"staging_{table.name}_{zlib.crc32(names.encode()):08x}"  # one per column set
+    insert = f'INSERT INTO "{table.name}" ({target}) SELECT {source} FROM "{staging}" ON CONFLICT DO NOTHING'
     cursor = session.connection().connection.driver_connection.cursor()
-    with cursor:
-        # CREATE TABLE AS copies no NOT NULL constraints: the columns filled by the server stay out.
-        cursor.execute(
-            f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS AS '
-            f'SELECT {names} FROM "{table.name}" WITH NO DATA'
-        )
-        with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row([dump_json(row[c]) if c in documents else row[c] for c in given])
-        cursor.execute(f'INSERT INTO "{table.name}" ({target}) SELECT {source} FROM "{staging}" ON CONFLICT DO NOTHING')
-        inserted = cursor.rowcount
-        cursor.execute(f'TRUNCATE "{staging}"')
+    try:
+        with cursor:
+            # CREATE TABLE AS copies no NOT NULL constraints: the columns filled by the server stay out.
+            cursor.execute(
+                f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS AS '
+                f'SELECT {names} FROM "{table.name}" WITH NO DATA'
+            )
+            with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row([dump_json(row[c]) if c in documents else row[c] for c in given])
+            cursor.execute(insert)
+            inserted = cursor.rowcount
+            cursor.execute(f'TRUNCATE "{staging}"')
+    except psycopg.Error as exc:
+        # The driver's own cursor raises the driver's errors: wrap them as SQLAlchemy would (IntegrityError for a
+        # deleted reference, DBAPIError for a lost connection), so callers handle one family of errors.
+        raise DBAPIError.instance(insert, None, exc, psycopg.Error) from exc
     return inserted
 
 

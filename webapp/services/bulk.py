@@ -200,10 +200,17 @@ def _store_chunk(job: Job, worker: str, references: RecordReferences, associated
             except ValidationError as exc:
                 error = exc.description
         errors.append({"line": line, "error": error})
-    inserted = bulk_sql.copy_new_rows(db.session, Record.__table__, rows)
-    for pair in {(row["dataset_id"], row["experiment_id"]) for row in rows} - associated:
-        associate(job.script_id, *pair)
-        associated.add(pair)
+    try:
+        inserted = bulk_sql.copy_new_rows(db.session, Record.__table__, rows)
+        for pair in {(row["dataset_id"], row["experiment_id"]) for row in rows} - associated:
+            associate(job.script_id, *pair)
+            associated.add(pair)
+    except IntegrityError as exc:
+        # Only a reference can fail here (taken keys are skipped): something was deleted while the job ran.
+        db.session.rollback()
+        if db.session.get(Script, job.script_id) is None:
+            raise JobFailed("The script was deleted while its upload was being ingested.") from exc
+        raise RetryLater("An experiment, season, site or dataset the rows name was deleted meanwhile.") from exc
     renew_lease(
         job,
         worker,
