@@ -287,3 +287,14 @@ def test_password_policy_of_the_accounts_service(app):
         assert refused.value.status_code == 422 and set(refused.value.errors) == {"password"}, password
     assert accounts.create_account("ops@example.org", "ops team keeps plots dry", "reader").password_hash
     assert accounts.create_account("pipeline@example.org", None, "writer").password_hash is None
+
+
+def test_a_token_posted_with_only_http_basic_gets_a_default_name(anonymous, account):
+    """POST /api/tokens with HTTP Basic and no body (as the README says) creates a token named 'token <date>'."""
+    from webapp.models import utcnow
+
+    response = anonymous.post("/api/tokens", headers=basic("lab.manager@example.org", PASSWORD))
+    assert response.status_code == 200, response.json
+    assert response.json["name"] == f"token {utcnow().date().isoformat()}"
+    named = anonymous.post("/api/tokens", json={"name": "pipeline"}, headers=basic("lab.manager@example.org", PASSWORD))
+    assert named.json["name"] == "pipeline"

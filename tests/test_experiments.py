@@ -123,3 +123,17 @@ def test_an_experiment_or_season_may_not_end_before_it_starts(client):
     moved = client.patch(f"/api/seasons/id/{season['id']}", json={"season_start_date": "2024-08-01"})
     assert moved.status_code == 422
     assert client.get(f"/api/seasons/id/{season['id']}").json["season_start_date"] is None
+
+
+def test_every_list_also_answers_at_all(client):
+    """/api/experiments/all, /api/seasons/all (every season) and /api/sites/all, as GEMINI's clients call them."""
+    first = client.post("/api/experiments", json={"experiment_name": "A"}).json
+    second = client.post("/api/experiments", json={"experiment_name": "B"}).json
+    client.post(f"/api/experiments/id/{first['id']}/seasons", json={"season_name": "S1"})
+    client.post(f"/api/experiments/id/{second['id']}/seasons", json={"season_name": "S2"})
+    client.post("/api/sites", json={"site_name": "Ames"})
+    assert client.get("/api/experiments/all").json == client.get("/api/experiments").json
+    seasons = client.get("/api/seasons/all", query_string={"limit": 1, "offset": 1})
+    assert [s["season_name"] for s in seasons.json] == ["S2"]
+    assert seasons.headers["X-Total-Count"] == "2"
+    assert [s["site_name"] for s in client.get("/api/sites/all/").json] == ["Ames"]

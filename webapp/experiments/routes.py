@@ -32,6 +32,24 @@ class Experiments(MethodView):
         return experiments.create_experiment(values)
 
 
+@blp.route("/experiments/all")
+class AllExperiments(MethodView):
+    @blp.response(200, ExperimentSchema(many=True))
+    @blp.paginate()
+    def get(self):
+        """List every experiment, oldest first (the same list as ``/experiments``, as existing clients call it)."""
+        return experiments.list_experiments()
+
+
+@blp.route("/seasons/all")
+class AllSeasons(MethodView):
+    @blp.response(200, SeasonSchema(many=True))
+    @blp.paginate()
+    def get(self):
+        """List every season of every experiment, oldest first."""
+        return experiments.list_all_seasons()
+
+
 @blp.route("/experiments/id/<uuid:experiment_id>")
 class ExperimentById(MethodView):
     @blp.response(200, ExperimentSchema)

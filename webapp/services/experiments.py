@@ -43,6 +43,11 @@ def delete_experiment(experiment_id: uuid.UUID):
     return delete(get_experiment(experiment_id), "Records still reference this experiment or its seasons.")
 
 
+def list_all_seasons():
+    """Every season of every experiment, oldest first."""
+    return select(Season).order_by(Season.created_at, Season.id)
+
+
 def list_seasons(experiment_id: uuid.UUID):
     """The seasons of an experiment, oldest first."""
     get_experiment(experiment_id)

@@ -35,8 +35,12 @@ def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(account: Account, name: str, role: str | None = None, expires_in_days: int | None = None):
-    """A new token for ``account`` with at most its role; returns (token row, secret shown once)."""
+def create_token(
+    account: Account, name: str | None = None, role: str | None = None, expires_in_days: int | None = None
+):
+    """A new token for ``account`` with at most its role, named ``token <UTC date>`` unless named; returns (token
+    row, secret shown once)."""
+    name = name or f"token {utcnow().date().isoformat()}"
     role = role or account.role
     if not Role.at_least(account.role, role):
         raise ForbiddenError(f"A token may have at most the account's role ({account.role}), not {role}.")

@@ -27,6 +27,15 @@ class Sites(MethodView):
         return sites.create_site(values)
 
 
+@blp.route("/all")
+class AllSites(MethodView):
+    @blp.response(200, SiteSchema(many=True))
+    @blp.paginate()
+    def get(self):
+        """List every site, oldest first (the same list as ``/sites``, as existing clients call it)."""
+        return sites.list_sites()
+
+
 @blp.route("/id/<uuid:site_id>")
 class SiteById(MethodView):
     @blp.response(200, SiteSchema)

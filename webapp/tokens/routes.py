@@ -26,7 +26,7 @@ class Tokens(MethodView):
         """List your tokens, without their secrets."""
         return tokens.list_tokens(current_account())
 
-    @blp.arguments(TokenCreateSchema)
+    @blp.arguments(TokenCreateSchema, required=False)
     @blp.response(200, NewTokenSchema)
     @blp.alt_response(403, description="The role asked for exceeds the account's.")
     @blp.alt_response(

@@ -8,7 +8,9 @@ from webapp.models import Role
 
 
 class TokenCreateSchema(Schema):
-    name = Text(required=True, validate=ma.validate.Length(min=1, max=255))
+    name = Text(
+        validate=ma.validate.Length(min=1, max=255), metadata={"description": "Default: 'token <UTC date>'."}
+    )
     role = Text(validate=ma.validate.OneOf(Role.ORDER), metadata={"description": "At most the account's role."})
     expires_in_days = ma.fields.Integer(validate=ma.validate.Range(min=1, max=3650), allow_none=True)
 
