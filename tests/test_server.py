@@ -168,6 +168,16 @@ def test_cli_upload_follows_the_job_and_sets_the_exit_status(server, tmp_path):
     assert listed.exit_code == 0
     assert listed.output.count("bulk_records") == 2
 
+    again = runner.invoke(main, ["upload", str(rows), *args, "--interval", "0.1"])
+    assert again.exit_code == 0, again.output
+    assert "uploaded before" in again.output and "nothing is inserted again" in again.output
+
+    natural = tmp_path / "natural.csv"  # a column the records do not have: every row fails
+    natural.write_text("timestamp,plot,height_cm\n2024-06-03T00:00:00Z,7,41.5\n")
+    unstored = runner.invoke(main, ["upload", str(natural), *args, "--interval", "0.1"])
+    assert unstored.exit_code == 1
+    assert "No row was stored: 1 failed" in unstored.output
+
 
 def test_cli_upload_to_unknown_script_is_an_error(server, tmp_path):
     """An API error is reported with its description and a non-zero exit status."""

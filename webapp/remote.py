@@ -76,13 +76,16 @@ class ApiClient:
         return response
 
     def upload_bulk(self, script_id: str, path: Path, fields: dict[str, str], key: str | None = None) -> dict:
-        """Queue a bulk upload; the idempotency key defaults to the file's SHA-256, so a rerun finds its job."""
+        """Queue a bulk upload; the idempotency key defaults to the file's SHA-256, so a rerun finds its job
+        (``replayed`` is then true in the answer)."""
         body = MultipartFile(path, {name: value for name, value in fields.items() if value})
         headers = {"Content-Type": body.content_type, "Idempotency-Key": key or file_sha256(path)}
         response = self.http.post(
             f"{self.base_url}/api/scripts/id/{script_id}/records/bulk", data=body, headers=headers
         )
-        return self._check(response).json()
+        job = self._check(response).json()
+        job["replayed"] = response.headers.get("Idempotent-Replayed") == "true"
+        return job
 
     def job(self, job_id: str) -> dict:
         """One job."""

@@ -43,7 +43,10 @@ def upload(file, script_id, experiment, season, site, dataset, collection_date, 
     }
     try:
         job = client.upload_bulk(script_id, file, fields, key)
-        click.echo(f"Job {job['id']} queued.")
+        if job["replayed"]:
+            click.echo(f"This file was uploaded before: following its job {job['id']} (nothing is inserted again).")
+        else:
+            click.echo(f"Job {job['id']} queued.")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns) as progress:
             bar = progress.add_task("queued", total=None)
@@ -65,6 +68,10 @@ def upload(file, script_id, experiment, season, site, dataset, collection_date, 
         click.echo(f"  … see GET /api/jobs/{job['id']} for the first 100 errors.", err=True)
     if job["state"] != "succeeded":
         raise click.ClickException(job["error_description"] or f"The job ended {job['state']}.")
+    if job["inserted"] == 0:
+        raise click.ClickException(
+            f"No row was stored: {job['failed']} failed and {job['duplicates']} were stored already."
+        )
 
 
 @click.command()

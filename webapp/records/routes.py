@@ -82,7 +82,15 @@ class ScriptRecordsBulk(MethodView):
     @blp.arguments(BulkUploadFormSchema, location="multipart")
     @blp.doc(requestBody={"content": {"multipart/form-data": {"encoding": BULK_PART_TYPES}}})
     @blp.response(
-        202, JobSchema, headers={"Location": {"description": "The job to poll", "schema": {"type": "string"}}}
+        202,
+        JobSchema,
+        headers={
+            "Location": {"description": "The job to poll", "schema": {"type": "string"}},
+            "Idempotent-Replayed": {
+                "description": "`true` when the Idempotency-Key found an earlier job (nothing new was queued)",
+                "schema": {"type": "string", "enum": ["true"]},
+            },
+        },
     )
     @blp.alt_response(404, description="Unknown script.")
     @blp.alt_response(409, description="This Idempotency-Key was used with a different file.")
@@ -95,14 +103,17 @@ class ScriptRecordsBulk(MethodView):
         is 409. Keys belong to the caller's account: another account's same key is another upload.
         """
         upload = form.pop("file")
-        job, _ = bulk.create_bulk_job(
+        job, created = bulk.create_bulk_job(
             script_id,
             upload,
             form,
             idempotency_key=request.headers.get("Idempotency-Key") or None,
             requested_by=str(g.account_id),
         )
-        return job, 202, {"Location": url_for("jobs.JobById", job_id=job.id)}
+        headers = {"Location": url_for("jobs.JobById", job_id=job.id)}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return job, 202, headers
 
 
 @blp.route("/id/<uuid:script_id>/records/filter")
