@@ -351,3 +351,20 @@ def test_serve_says_it_serves_on_loopback_only(monkeypatch):
     assert started[0][started[0].index("--bind") + 1] == "127.0.0.1:5123"
     assert "loopback only" in default.output and "deploy/nginx" in default.output
     assert "loopback" not in everywhere.output
+
+
+def test_serve_names_the_port_variable_when_the_port_is_taken_and_says_how_to_get_a_token(monkeypatch):
+    """A taken port is a clear error naming PORT, not gunicorn's traceback; every start says how to get a token."""
+    import socket
+
+    from webapp.cli import main
+
+    monkeypatch.setattr(os, "execv", lambda path, args: None)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        refused = CliRunner().invoke(main, ["serve", "--port", str(port)])
+    assert refused.exit_code == 1
+    assert f"Port {port} on 127.0.0.1 is taken" in refused.output and "set PORT" in refused.output
+    started = CliRunner().invoke(main, ["serve", "--port", str(port)])
+    assert started.exit_code == 0
+    assert "tokens create admin@localhost" in started.output

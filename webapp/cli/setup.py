@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -63,14 +64,17 @@ def migrate():
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=lambda: int(os.environ.get("PORT", 5000)), show_default="$PORT or 5000")
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="$PORT or 5000")
 @click.option("--workers", default=1, show_default=True)
 @click.option("--threads", default=8, show_default=True)
 def serve(host, port, workers, threads):
     """Serve the API under gunicorn (gthread, so long streams are not cut off)."""
+    _check_port_is_free(host, port)
     click.echo(f"Scriptorium on http://{host}:{port}/api/docs")
     if host in ("127.0.0.1", "localhost", "::1"):
         click.echo("Serving on loopback only: to expose it, put nginx in front with deploy/nginx (README, Production).")
+    settings = load_settings()
+    click.echo(f"Get an API token: {_this_command()} tokens create {settings.admin_email or 'admin@localhost'}")
     os.execv(
         sys.executable,
         [
@@ -132,9 +136,29 @@ def _ensure_first_admin(settings) -> None:
     port = os.environ.get("PORT", 5000)
     click.echo(
         f"Sign in at http://127.0.0.1:{port}/admin/ as {email} (password: {where}).\n"
-        f"Get an API token: scriptorium tokens create {email}   "
+        f"Get an API token: {_this_command()} tokens create {email}   "
         f"(or POST /api/tokens with HTTP Basic {email}:<password>)"
     )
+
+
+def _check_port_is_free(host: str, port: int) -> None:
+    """Fail with the variable to set when something listens on ``host:port`` already (gunicorn would retry for
+    a while, then exit with a traceback)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"Port {port} on {host} is taken ({exc.strerror}): set PORT to another one (e.g. PORT={port + 1} make "
+                "run) or stop what listens there."
+            ) from exc
+
+
+def _this_command() -> str:
+    """This command as a path that works from the current folder (``.venv/bin/scriptorium`` after ``make run``,
+    where the virtual environment is not on PATH)."""
+    installed = Path(sys.executable).parent / "scriptorium"
+    return os.path.relpath(installed) if installed.exists() else "scriptorium"
 
 
 def _redacted(url: str) -> str:
