@@ -298,11 +298,16 @@ def wait_for_job(session: requests.Session, url: str, timeout: float) -> tuple[d
 
 
 def bulk_upload(
-    session: requests.Session, base_url: str, names: dict[str, str], path: Path, timeout: float
+    session: requests.Session,
+    base_url: str,
+    names: dict[str, str],
+    path: Path,
+    timeout: float,
+    content_type: str = "application/x-ndjson",
 ) -> tuple[float, float, dict]:
     """POST ``path`` as a bulk upload and follow its job to the end; seconds to the 202, seconds to the end, job."""
     fields = {"dataset_name": DATASET, **{name: value for name, value in names.items() if name != "script_id"}}
-    body = MultipartFile(path, fields, "file", "application/x-ndjson")
+    body = MultipartFile(path, fields, "file", content_type)
     started = time.perf_counter()
     response = session.post(
         f"{base_url}/api/scripts/id/{names['script_id']}/records/bulk",

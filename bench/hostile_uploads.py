@@ -8,11 +8,8 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import requests
-
 from bench import support
-from bench.bulk_ingest import broker_settings, celery_worker, forget_queue, wait_for_job
-from webapp.remote import MultipartFile
+from bench.bulk_ingest import broker_settings, bulk_upload, celery_worker, forget_queue
 
 DEFAULT_N = 2048  # MB in the one long line
 ORDINARY_ROWS = 100_000
@@ -65,21 +62,6 @@ def write_files(directory: Path, names: dict[str, str], line_mb: int) -> dict[st
     return files
 
 
-def upload(session: requests.Session, base_url: str, names: dict[str, str], path: Path, content_type: str) -> dict:
-    """POST ``path`` as a bulk upload and follow its job to its end."""
-    body = MultipartFile(path, {}, "file", content_type)
-    response = session.post(
-        f"{base_url}/api/scripts/id/{names['script_id']}/records/bulk",
-        data=body,
-        headers={"Content-Type": body.content_type},
-        timeout=(10, 3600),
-    )
-    if response.status_code != 202:
-        raise RuntimeError(f"the bulk POST answered {response.status_code}: {response.text[:500]}")
-    job, _ = wait_for_job(session, base_url + response.headers["Location"], timeout=3600)
-    return job
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every case and print each process's memory growth."""
     parser = support.arg_parser("hostile_uploads", __doc__, DEFAULT_N, "MB in the long line and the gzip bomb")
@@ -109,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 files = write_files(tmp, names, args.n)
                 for label, (path, content_type, stored) in files.items():
                     with support.RssWatch(web) as web_rss, support.RssWatch(worker) as worker_rss:
-                        job = upload(session, server.url, names, path, content_type)
+                        _, _, job = bulk_upload(session, server.url, names, path, 3600, content_type)
                     results.append((label, web_rss.growth, worker_rss.growth, job))
                     if job["inserted"] != stored:
                         failures.append(f"{label}: {job['inserted']} rows stored, expected {stored}")
