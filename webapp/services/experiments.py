@@ -8,6 +8,7 @@ from webapp.errors import ValidationError
 from webapp.extensions import db
 from webapp.models import Experiment, Season
 from webapp.services.common import commit, delete, get_or_404, update_fields
+from webapp.services.names import no_experiment
 
 
 def list_experiments():
@@ -96,5 +97,5 @@ def experiment_by_name(experiment_name: str, field: str = "experiment_name") -> 
     """The experiment of that name; 422 on ``field`` when there is none."""
     experiment = db.session.scalar(select(Experiment).where(Experiment.experiment_name == experiment_name))
     if experiment is None:
-        raise ValidationError({field: f"No experiment is named {experiment_name!r}."})
+        raise ValidationError({field: no_experiment(experiment_name)})
     return experiment

@@ -9,6 +9,11 @@ from webapp.extensions import db
 from webapp.models import Experiment, Season, Site
 
 
+def no_experiment(experiment_name: str) -> str:
+    """The message for an experiment name that does not exist."""
+    return f"No experiment is named {experiment_name!r}."
+
+
 def missing_names(
     experiment_name: str | None = None, season_name: str | None = None, site_name: str | None = None
 ) -> dict[str, str]:
@@ -18,7 +23,7 @@ def missing_names(
     if experiment_name is not None:
         experiment_id = db.session.scalar(select(Experiment.id).where(Experiment.experiment_name == experiment_name))
         if experiment_id is None:
-            missing["experiment_name"] = f"No experiment is named {experiment_name!r}."
+            missing["experiment_name"] = no_experiment(experiment_name)
     if season_name is not None and experiment_id is not None:
         found = db.session.scalar(
             select(Season.id).where(Season.experiment_id == experiment_id, Season.season_name == season_name)
