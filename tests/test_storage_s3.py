@@ -174,6 +174,8 @@ def test_a_store_that_never_answers_is_503_with_retry_after(tmp_path, postgresql
         s3_read_timeout=1,
     )
     client = token_client(app, make_token(app))
+    config = app.extensions["object_store"].client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1, 1)  # the settings reach the client that answers
     try:
         script = seed(client)
         response = client.post(

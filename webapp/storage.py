@@ -103,22 +103,20 @@ class LocalBackend:
         return open(self.path_of(key), "rb")
 
     def move(self, source: str, target: str) -> None:
-        path = self.path_of(target)
-        self._in_folder(path, lambda: os.replace(self.path_of(source), path))
-        self._prune(self.path_of(source).parent)
+        path, source_path = self.path_of(target), self.path_of(source)
+        self._in_folder(path, lambda: os.replace(source_path, path))
+        self._prune(source_path.parent)
 
     @staticmethod
-    def _in_folder(path: Path, write):
+    def _in_folder(path: Path, write, attempts: int = 3):
         """``write()`` once ``path``'s folder exists, again if a prune removed the folder in between."""
-        for _ in range(3):
+        for attempt in range(attempts):
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 return write()
             except FileNotFoundError:
-                if not path.parent.exists():
-                    continue
-                raise
-        return write()
+                if attempt == attempts - 1 or path.parent.exists():
+                    raise
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:

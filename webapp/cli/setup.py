@@ -15,8 +15,8 @@ import migrations
 from config import load_settings
 from webapp import create_app
 from webapp.errors import APIError
+from webapp.extensions import store
 from webapp.services import accounts
-from webapp.storage import S3Backend
 
 
 def alembic_config(database_url: str) -> Config:
@@ -48,9 +48,9 @@ def init():
     click.echo(f"Database ready: {_redacted(settings.database_url)}")
     _ensure_first_admin(settings)
     if settings.storage_backend == "s3":
-        S3Backend(
-            settings.s3_bucket, settings.s3_endpoint_url, settings.s3_public_endpoint_url, settings.s3_region
-        ).ensure_bucket()
+        # The app's own backend, so the bucket is made with every configured S3 setting (timeouts included).
+        with create_app(settings).app_context():
+            store.backend.ensure_bucket()
         click.echo(f"Bucket ready: {settings.s3_bucket}")
 
 

@@ -30,10 +30,6 @@ class UnreadableFile(Exception):
     """The file cannot be read on; the message says where and why."""
 
 
-class TooMuchData(UnreadableFile):
-    """A compressed file decompresses to more than an upload may hold."""
-
-
 def is_gzip(stream: BinaryIO) -> bool:
     """True when the (peekable) stream starts with gzip's magic bytes, whatever the file is called."""
     return stream.peek(2)[:2] == GZIP_MAGIC
@@ -59,7 +55,7 @@ class _Inflated(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         if self.over:
-            raise TooMuchData(f"The file decompresses to more than {self.limit} bytes, the most an upload may hold.")
+            raise UnreadableFile(f"The file decompresses to more than {self.limit} bytes, the most an upload may hold.")
         while True:
             if self.inflater.eof and not self._next_member():
                 return 0
