@@ -128,7 +128,10 @@ class Timestamp(ma.fields.DateTime):
 
 
 class NameList(ma.fields.List):
-    """A list of names from repeated query keys (``a=x&a=y``); a key given once is split on commas."""
+    """A list of names from repeated query keys (``a=x&a=y``); a key given once is split on commas. An empty name
+    matches nothing, so ``a=``, ``a=x,,y`` or a trailing comma is a mistake, not "no filter"."""
+
+    default_error_messages = {"empty": "Names may not be empty (check for doubled or trailing commas)."}
 
     def __init__(self, **kwargs):
         super().__init__(Text(validate=ma.validate.Length(min=1)), **kwargs)
@@ -137,5 +140,7 @@ class NameList(ma.fields.List):
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-            value = [part for part in value[0].split(",") if part != ""]
+            value = value[0].split(",")
+        if isinstance(value, list) and "" in value:
+            raise self.make_error("empty")
         return super()._deserialize(value, attr, data, **kwargs)

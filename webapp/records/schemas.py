@@ -73,15 +73,3 @@ class RecordFilterArgsSchema(QueryArgsSchema):
     experiment_names = NameList()
     season_names = NameList()
     site_names = NameList()
-
-    @ma.validates_schema(pass_original=True)
-    def no_empty_names(self, data, original_data, **kwargs):
-        """An empty name matches nothing: ``site_names=`` or ``site_names=a,,b`` is a mistake (422), not "no
-        filter". NameList drops the empty parts of a comma-split value, so they are looked for here."""
-        errors = {}
-        for name, field in self.fields.items():
-            values = original_data.get(name) if isinstance(field, NameList) else None
-            if isinstance(values, list) and len(values) == 1 and "" in str(values[0]).split(","):
-                errors[name] = ["Names may not be empty (check for doubled or trailing commas)."]
-        if errors:
-            raise ma.ValidationError(errors)
