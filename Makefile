@@ -34,19 +34,20 @@ fuzz: $(DEV_VENV)/.installed $(NGINX)
 	SCRIPTORIUM_TEST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SCRIPTORIUM_TEST_FUZZ_SEED=$(FUZZ_SEED) \
 		$(DEV_VENV)/bin/pytest tests/test_fuzz.py
 
-# Runtime dependencies only.
-$(RUN_VENV)/.installed: pyproject.toml
+# Runtime dependencies only. The Python client (client/, which the CLI uses) is installed from this folder, never
+# looked up in a package index.
+$(RUN_VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(RUN_VENV)
-	$(RUN_VENV)/bin/pip install --quiet --disable-pip-version-check -e .
+	$(RUN_VENV)/bin/pip install --quiet --disable-pip-version-check -e ./client -e .
 	touch $@
 
-$(DEV_VENV)/.installed: pyproject.toml
+$(DEV_VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(DEV_VENV)
-	$(DEV_VENV)/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(DEV_VENV)/bin/pip install --quiet --disable-pip-version-check -e ./client -e ".[dev]"
 	touch $@
 
 clean:
-	rm -rf $(RUN_VENV) $(DEV_VENV) instance .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(RUN_VENV) $(DEV_VENV) instance .pytest_cache .ruff_cache *.egg-info client/*.egg-info
 
 $(CHROMIUM):
 	@echo "Installing Debian's chromium for the browser tests (needs root or sudo)..."
