@@ -19,9 +19,9 @@ import psycopg
 import redis
 import requests
 from psycopg.types.json import set_json_dumps
+from scriptorium_client.multipart import MultipartFile
 
 from bench import support
-from webapp.remote import MultipartFile
 
 DEFAULT_N = 1_000_000
 SAMPLE = 500

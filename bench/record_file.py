@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
+from scriptorium_client.multipart import MultipartFile
 
 from bench import support
-from webapp.remote import MultipartFile
 from webapp.storage import S3Backend
 
 DEFAULT_N = 20

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
+from scriptorium_client.multipart import MultipartFile
 
 from bench import support
 from bench.bulk_ingest import (
@@ -16,7 +17,6 @@ from bench.bulk_ingest import (
     forget_queue,
     peak_rss,
 )
-from webapp.remote import MultipartFile
 from webapp.storage import S3Backend
 
 DEFAULT_N = 100

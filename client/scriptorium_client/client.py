@@ -510,7 +510,8 @@ class Client:
         first: Json | None = None,
     ) -> Json:
         """Poll a job every ``interval`` seconds until it ends (``succeeded``, ``failed`` or ``cancelled``) and
-        return it; TimeoutError after ``timeout`` seconds. ``progress`` as in :meth:`bulk_upload`."""
+        return it; TimeoutError after ``timeout`` seconds. ``progress`` as in :meth:`bulk_upload`; ``first``, the
+        job as just read, saves the first poll."""
         report = _job_printer if progress is True else progress or None
         deadline = None if timeout is None else time.monotonic() + timeout
         job = first or self.job(job_id)

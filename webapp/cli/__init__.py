@@ -4,7 +4,7 @@ accounts and tokens on the server (``accounts.py``), and the HTTP client of a ru
 import click
 
 from webapp.cli.accounts import token_commands, users
-from webapp.cli.client import jobs, upload
+from webapp.cli.client import export, jobs, upload
 from webapp.cli.setup import init, migrate, serve, worker
 
 
@@ -13,5 +13,5 @@ def main():
     """Scriptorium, the Scripts API of a plant-phenotyping data platform."""
 
 
-for command in (init, migrate, serve, worker, users, token_commands, upload, jobs):
+for command in (init, migrate, serve, worker, users, token_commands, upload, jobs, export):
     main.add_command(command)
