@@ -1,16 +1,19 @@
 """The Python client (client/, package scriptorium_client) against gunicorn on PostgreSQL, and against tiny
 loopback servers where the test must see what the client sends (retries, headers of a download)."""
 
+import csv
 import datetime as dt
 import gzip
 import hashlib
 import io
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from scriptorium_client import APIError, Client
 from scriptorium_client import client as client_module
 
@@ -187,6 +190,96 @@ def test_update_and_delete_a_record(api, script):
     assert (changed["script_data"], changed["record_info"]) == ({"height_cm": 42.0}, {"checked": True})
     api.delete_record(record["id"])
     assert list(api.records(script["id"])) == []
+
+
+def three_records(api, script):
+    """Three records of two sites over three days, with differing script_data keys; their ids in order."""
+    api.create_site("Ames")
+    return [
+        add(api, script, "2024-05-01T12:00:00Z", script_data={"height_cm": 41.5, "plot": 7})["id"],
+        add(api, script, "2024-05-02T12:00:00Z", site_name="Ames", script_data={"height_cm": 43, "plot": 8})["id"],
+        add(api, script, "2024-05-03T12:00:00Z", script_data={"plot": 9, "note": "leaf curl, row 3"})["id"],
+    ]
+
+
+def test_export_writes_csv_and_parquet_tables(api, script, tmp_path):
+    """The export is written whole, in the stream's order, with script_data's keys as columns; progress gets the
+    bytes received and the table's rows; a folder gets records-<id>.<format>."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = three_records(api, script)
+    seen = []
+    written = api.export(script["id"], tmp_path / "all.csv", format="csv", progress=lambda *a: seen.append(a))
+    with open(written, newline="", encoding="utf-8") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["id"] for row in rows] == ids
+    assert [row["script_data.plot"] for row in rows] == ["7", "8", "9"]
+    assert json.loads(rows[2]["script_data"]) == {"plot": 9, "note": "leaf curl, row 3"}
+    assert rows[2]["script_data.note"] == "leaf curl, row 3"
+    assert seen[-1] == (written.stat().st_size, 3)
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    parquet = api.export(script["id"], folder, site_names=["Ames"], end_timestamp=dt.datetime(2024, 6, 1))
+    assert parquet == folder / f"records-{script['id']}.parquet"
+    read = pq.read_table(parquet)
+    assert read.column("id").to_pylist() == [ids[1]]
+    assert pa.types.is_timestamp(read.schema.field("timestamp").type)
+    assert read.schema.field("timestamp").type.tz in ("UTC", "+00:00")
+    assert sorted(p.name for p in folder.iterdir()) == [parquet.name]
+
+
+def test_records_frame_is_the_parquet_export_as_a_dataframe(api, script):
+    """records_frame gives one row per record, in order, with typed script_data columns; filters apply."""
+    ids = three_records(api, script)
+    frame = api.records_frame(script["id"])
+    assert frame["id"].tolist() == ids
+    assert frame["script_data.plot"].tolist() == [7, 8, 9]
+    assert frame["script_data.height_cm"].tolist()[:2] == [41.5, 43.0]
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    assert frame["site_name"].tolist() == ["Maricopa", "Ames", "Maricopa"]
+    assert api.records_frame(script["id"], site_name="Ames")["id"].tolist() == [ids[1]]
+    assert len(api.records_frame(script["id"], start_timestamp="2025-01-01")) == 0
+
+
+def test_export_errors(api, script, tmp_path):
+    """An unknown format or a bad bound is a 422 before any file is written; an unknown script is a 404."""
+    with pytest.raises(APIError) as bad_format:
+        api.export(script["id"], tmp_path / "t.xlsx", format="xlsx")
+    assert bad_format.value.status == 422
+    with pytest.raises(APIError) as bad_bound:
+        api.export(script["id"], tmp_path / "t.csv", format="csv", start_timestamp="yesterday-ish")
+    assert bad_bound.value.status == 422 and "start_timestamp" in bad_bound.value.errors
+    with pytest.raises(APIError) as unknown:
+        api.records_frame("00000000-0000-0000-0000-000000000000")
+    assert unknown.value.status == 404
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_records_frame_without_pyarrow_names_the_frames_extra(monkeypatch):
+    """Without pyarrow installed, records_frame says which extra to install."""
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with Client("http://127.0.0.1:9", "t") as client, pytest.raises(ImportError, match=r"scriptorium-client\[frames\]"):
+        client.records_frame("s1")
+
+
+def test_cli_export_writes_the_table_with_filters(api, script, server, tmp_path):
+    """`scriptorium export` writes the filtered table and says how many records it holds."""
+    from webapp.cli import main
+
+    ids = three_records(api, script)
+    base, app = server
+    out = tmp_path / "maricopa.csv"
+    args = ["export", "--script", script["id"], "--format", "csv", "-o", str(out), "--site", "Maricopa"]
+    args += ["--start", "2024-05-01T00:00:00Z", "--url", base, "--token", make_token(app, "reader")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "Wrote 2 records" in result.output
+    with open(out, newline="", encoding="utf-8") as table:
+        assert [row["id"] for row in csv.DictReader(table)] == [ids[0], ids[2]]
+    refused = CliRunner().invoke(main, [*args[:4], "parquet", "-o", str(out), "--url", base, "--token", "nope"])
+    assert refused.exit_code == 1 and "401" in refused.output
 
 
 # -- bulk uploads and jobs

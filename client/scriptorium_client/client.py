@@ -134,7 +134,7 @@ class Client:
             return None  # a real conflict: repeating it changes nothing
         if response.status_code not in (409, 503):
             return None
-        backoff = min(self.max_wait, 0.5 * 2**attempt)
+        backoff = min(self.max_wait, 0.5 * 2.0**attempt)
         if after is None:
             return backoff
         try:
@@ -142,8 +142,11 @@ class Client:
         except ValueError:  # an HTTP date: rare from this API; back off instead
             return backoff
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._send(method, path, **kwargs).json()
+    def _json(self, method: str, path: str, **kwargs: Any) -> Json:
+        body = self._send(method, path, **kwargs).json()
+        if not isinstance(body, dict):
+            raise APIError(200, "Unexpected answer", f"{method} {path} answered {type(body).__name__}, not an object")
+        return body
 
     def _list(self, path: str, params: Mapping[str, Any] | None = None, missing_is_empty: bool = False) -> list[Json]:
         """Every item of a paged list, page by page (oldest first)."""
@@ -400,14 +403,15 @@ class Client:
         ``pip install 'scriptorium-client[frames]'``); takes the filters of :meth:`export`."""
         try:
             import pandas  # noqa: F401  (imported for the clear message; to_pandas needs it)
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ImportError(
                 "records_frame needs pandas and pyarrow: pip install 'scriptorium-client[frames]'"
             ) from exc
         with tempfile.TemporaryDirectory(prefix="scriptorium-") as folder:
             path = self.export(script_id, Path(folder) / "records.parquet", format="parquet", **filters)
-            return pq.read_table(path).to_pandas()
+            frame: pandas.DataFrame = pq.read_table(path).to_pandas()
+            return frame
 
     def download(self, record_id: str, dest: PathLike) -> Path:
         """Download a record's file to ``dest``: a folder (the file keeps its original name) or a file path.
@@ -493,8 +497,9 @@ class Client:
         params = _params({"state": state, "kind": kind, "script_id": script_id})
         total = int(self._send("GET", "/api/jobs", params={**params, "limit": 0}).headers["X-Total-Count"])
         limit = min(limit, PAGE)
-        page = self._json("GET", "/api/jobs", params={**params, "limit": limit, "offset": max(total - limit, 0)})
-        return list(reversed(page))
+        query = {**params, "limit": limit, "offset": max(total - limit, 0)}
+        page: list[Json] = self._send("GET", "/api/jobs", params=query).json()
+        return page[::-1]
 
     def cancel_job(self, job_id: str) -> Json:
         """Cancel a job (rows it stored stay)."""
@@ -547,9 +552,10 @@ def _json_default(value: Any) -> Any:
 
 def _body(fields: Mapping[str, Any], keep_none: bool = False) -> Json:
     """A JSON body of ``fields`` (dates as ISO 8601), without the ``None`` ones unless they clear a field."""
-    return json.loads(
+    body: Json = json.loads(
         json.dumps({k: v for k, v in fields.items() if keep_none or v is not None}, default=_json_default)
     )
+    return body
 
 
 def _params(filters: Mapping[str, Any]) -> dict[str, Any]:
