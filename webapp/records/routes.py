@@ -3,7 +3,6 @@
 import logging
 import uuid
 
-import orjson
 from flask import Response, current_app, g, redirect, request, url_for
 from flask.views import MethodView
 
@@ -11,13 +10,14 @@ from webapp.common.api import Blueprint
 from webapp.jobs.schemas import JobSchema
 from webapp.records.schemas import (
     BulkUploadFormSchema,
+    RecordExportArgsSchema,
     RecordFilterArgsSchema,
     RecordFormSchema,
     RecordQueryArgsSchema,
     RecordSchema,
     RecordUpdateSchema,
 )
-from webapp.services import bulk, record_search, records
+from webapp.services import bulk, record_export, record_search, records
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,7 @@ def ndjson_response(lines) -> Response:
             yield from lines
         except Exception:
             log.exception("Record stream failed midway")
-            yield (
-                orjson.dumps(
-                    {
-                        "error": "Internal Server Error",
-                        "error_description": "The stream failed midway and is incomplete; retry the request.",
-                    }
-                )
-                + b"\n"
-            )
+            yield record_search.MIDWAY_ERROR_LINE
 
     return Response(guarded(), mimetype="application/x-ndjson")
 
@@ -124,6 +116,47 @@ class ScriptRecordsFilter(MethodView):
     def get(self, filters, script_id: uuid.UUID):
         """Stream a script's records within a time range and name lists (OR within a list, AND across)."""
         return ndjson_response(record_search.stream_records(script_id, filters))
+
+
+EXPORT_DOC = (
+    "The records of `/records/filter` in the same order, as one table: the record fields as columns (`script_data` "
+    "and `record_info` as JSON text), then one column `script_data.<key>` per top-level key found in the matching "
+    "records' `script_data`, keys in sorted order. A key's column is an integer when every value is a whole number "
+    "within 64 bits, a float when every value is a number, a boolean when every value is one, else text (objects "
+    "and arrays as JSON; values of other types written as text, nothing dropped); an absent key or a JSON null is "
+    "null. Control characters in a key are spelled out (`\\n`) and a key is cut to 100 characters in its column "
+    "name; a name that would repeat another gets `~2`, `~3`. At most 2,000 key columns (else 422). `X-Total-Count` "
+    "gives the number of records. A CSV export that fails midway ends with a line "
+    '`{"error": ..., "error_description": ...}`; a Parquet export that fails midway is cut short (no footer, so '
+    "no reader takes it for a whole file)."
+)
+EXPORT_TYPES = {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+}
+
+
+@blp.route("/id/<uuid:script_id>/records/export")
+class ScriptRecordsExport(MethodView):
+    @blp.arguments(RecordExportArgsSchema, location="query")
+    @blp.response(
+        200,
+        description=EXPORT_DOC,
+        headers={
+            "X-Total-Count": {"description": "Records in the table", "schema": {"type": "integer"}},
+            "Content-Disposition": {"description": "A file name for the table", "schema": {"type": "string"}},
+        },
+    )
+    @blp.doc(responses={"200": {"content": EXPORT_TYPES}})
+    @blp.alt_response(404, description="Unknown script.")
+    def get(self, filters, script_id: uuid.UUID):
+        """Export a script's records as a CSV or Parquet table, streamed."""
+        table = record_export.export_records(script_id, filters, filters.pop("format"))
+        headers = {
+            "X-Total-Count": str(table.total),
+            "Content-Disposition": f'attachment; filename="{table.filename}"',
+        }
+        return Response(table.chunks, content_type=table.content_type, headers=headers)
 
 
 @blp.route("/records/id/<uuid:record_id>")

@@ -73,3 +73,11 @@ class RecordFilterArgsSchema(QueryArgsSchema):
     experiment_names = NameList()
     season_names = NameList()
     site_names = NameList()
+
+
+class RecordExportArgsSchema(RecordFilterArgsSchema):
+    format = Text(
+        required=True,
+        validate=ma.validate.OneOf(["csv", "parquet"]),
+        metadata={"description": "`csv` (UTF-8, header row, RFC 4180 quoting) or `parquet`."},
+    )

@@ -3,6 +3,7 @@
 import uuid
 from collections.abc import Iterator
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
@@ -10,6 +11,17 @@ from webapp import bulk_sql
 from webapp.extensions import db
 from webapp.models import Dataset, Experiment, Record, Script, Season, Site
 from webapp.services.scripts import get_script
+
+# The last line of a record stream that failed midway, so that it cannot pass for a complete answer.
+MIDWAY_ERROR_LINE = (
+    orjson.dumps(
+        {
+            "error": "Internal Server Error",
+            "error_description": "The stream failed midway and is incomplete; retry the request.",
+        }
+    )
+    + b"\n"
+)
 
 
 def record_rows(script_id: uuid.UUID, filters: dict):

@@ -1,0 +1,395 @@
+"""Table exports of a script's records (CSV, Parquet): the record fields, then one column per ``script_data`` key.
+
+An export is one read-only transaction on one connection: a first statement asks the database which top-level
+keys the matching records' ``script_data`` holds and of which JSON types, so the header (CSV) and the schema
+(Parquet) are fixed before the first byte; the second statement produces the rows, in the order of the NDJSON
+stream. On PostgreSQL that statement is a ``COPY … TO STDOUT (FORMAT csv)`` of the same rows as the stream, which
+is the CSV export as it comes; a Parquet export parses that text with pyarrow's CSV reader, told every column's
+type, and writes it out in row groups. On SQLite Python renders the same CSV text.
+"""
+
+import io
+import itertools
+import logging
+import re
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, Numeric, String, and_, case, cast, func, literal, select, text, true
+
+from webapp import bulk_sql
+from webapp.errors import ValidationError
+from webapp.extensions import db
+from webapp.fields import iso_utc
+from webapp.models import Record
+from webapp.services.record_search import MIDWAY_ERROR_LINE, record_rows
+from webapp.services.scripts import get_script
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+# A table of more columns than this is no longer a table anyone reads; the keys stay whole in `script_data`.
+MAX_KEY_COLUMNS = 2000
+KEY_PREFIX = "script_data."
+# Long keys are cut in their column name (the key itself stays whole in `script_data`).
+MAX_KEY_NAME = 100
+# pyarrow's CSV reader needs a whole row in one block; rows are bounded by the record size limits (1 MiB bulk
+# rows, 64 KiB form fields), and a row holds its script_data twice (as JSON and split into columns), quotes doubled.
+CSV_BLOCK_BYTES = 16 * 1024 * 1024
+# Arrow data gathered before a Parquet row group is written: bounds the export's memory, keeps groups large.
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+# Rows (SQLite) or COPY lines (PostgreSQL) joined into one chunk of the response.
+CHUNK_BYTES = 256 * 1024
+
+RECORD_FIELD_TYPES = {
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "collection_date": pa.date32(),
+    "file_size": pa.int64(),
+}
+# The JSON types a key's values may take, and the column type each set gives; any other mix is text.
+KIND_TYPES = (
+    ({"integer"}, pa.int64()),
+    ({"integer", "float"}, pa.float64()),
+    ({"boolean"}, pa.bool_()),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the table: its name, its Arrow type, and the ``script_data`` key it holds (if any)."""
+
+    name: str
+    type: pa.DataType
+    key: str | None = None
+
+
+@dataclass
+class TableExport:
+    """An export ready to stream: its media type, a file name, the number of records and the bytes."""
+
+    content_type: str
+    filename: str
+    total: int
+    columns: list[Column]
+    chunks: "ExportStream"
+
+
+class ExportStream:
+    """The bytes of an export; holds the export's connection until the last byte is read or the stream is closed
+    (a client that goes away closes it, which cancels a running COPY).
+
+    A CSV export that fails midway ends with the error line of the NDJSON streams; a Parquet export is cut short
+    instead (a binary file cannot carry a line, and a Parquet file without its footer is refused by every reader).
+    """
+
+    def __init__(self, connection: Connection, chunks: Iterator[bytes], error_line: bytes | None):
+        self._connection: Connection | None = connection
+        self._chunks = chunks
+        self._error_line = error_line
+
+    def __iter__(self) -> "ExportStream":
+        return self
+
+    def __next__(self) -> bytes:
+        if self._connection is None:
+            raise StopIteration
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except Exception:
+            log.exception("Record export failed midway")
+            self.close()
+            if self._error_line is None:
+                raise
+            return self._error_line
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop producing rows and give the connection back."""
+        self._chunks.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExport:
+    """The table of a script's records matching ``filters`` as ``format`` (csv or parquet), ready to stream; the
+    header (or schema) is settled before this returns, so a bad script or too many keys is an error, not a stream."""
+    stmt = record_rows(script_id, filters)
+    filename = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', get_script(script_id).script_name).strip('-.') or 'script'}"
+    connection = db.engine.connect()
+    try:
+        total, columns = _table_shape(connection, stmt)
+        produce = _copy_lines if _on_postgresql(connection) else _python_lines
+        lines = produce(connection, stmt, columns)
+        chunks = _csv(columns, lines) if format == "csv" else _parquet(columns, lines)
+    except BaseException:
+        connection.close()
+        raise
+    stream = ExportStream(connection, chunks, MIDWAY_ERROR_LINE if format == "csv" else None)
+    return TableExport(FORMATS[format], f"{filename}-records.{format}", total, columns, stream)
+
+
+def _on_postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _table_shape(connection: Connection, stmt) -> tuple[int, list[Column]]:
+    """Begin the export's transaction; count the matching records and settle the table's columns."""
+    if _on_postgresql(connection):
+        connection.execution_options(isolation_level="REPEATABLE READ")
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        # The planner's JIT compiles these one-off scans for longer than it saves.
+        connection.exec_driver_sql("SET LOCAL jit = off")
+    else:
+        # pysqlite begins a transaction only before a write; both reads must see one snapshot.
+        connection.exec_driver_sql("BEGIN")
+    matching = stmt.order_by(None)
+    total = connection.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
+    kinds: dict[str, set[str]] = {}
+    for key, kind in connection.execute(_key_kinds(connection, matching)):
+        kinds.setdefault(key, set()).add(kind)
+    if len(kinds) > MAX_KEY_COLUMNS:
+        raise ValidationError(
+            {
+                "script_data": f"The matching records hold {len(kinds)} different script_data keys; a table splits "
+                f"at most {MAX_KEY_COLUMNS} into columns. Narrow the search, or read the NDJSON stream."
+            }
+        )
+    columns = [Column(c.key, RECORD_FIELD_TYPES.get(c.key, pa.string())) for c in stmt.selected_columns]
+    names = {c.name for c in columns}
+    for key in sorted(kinds):
+        name = _unique(KEY_PREFIX + _readable(key), names)
+        names.add(name)
+        columns.append(Column(name, _column_type(kinds[key]), key))
+    return total, columns
+
+
+def _key_kinds(connection: Connection, matching):
+    """A statement listing each (key, JSON type) pair found in the matching records' script_data; numbers are
+    "integer" when whole and within 64 bits, else "float" (or "text" beyond a double's range)."""
+    rows = matching.with_only_columns(Record.script_data, maintain_column_froms=True).subquery()
+    if _on_postgresql(connection):
+        pairs = func.jsonb_each(rows.c.script_data).table_valued("key", "value")
+        number = cast(pairs.c.value, Numeric)
+        typeof = func.jsonb_typeof(pairs.c.value)
+        whole = and_(func.scale(number) == 0, func.abs(number) < literal(Decimal(2**63), Numeric))
+        kind = case(
+            (typeof != "number", typeof),
+            (whole, "integer"),
+            (func.abs(number) < literal(Decimal("1e308"), Numeric), "float"),
+            else_="text",
+        )
+    else:
+        pairs = func.json_each(rows.c.script_data).table_valued("key", "type", "atom")
+        kind = case(
+            (pairs.c.type.in_(("true", "false")), "boolean"),
+            # SQLite calls a whole number beyond 64 bits "integer" but holds it as a real.
+            (pairs.c.type == "real", "float"),
+            (func.typeof(pairs.c.atom) == "real", "float"),
+            (pairs.c.type == "text", "string"),
+            else_=pairs.c.type,
+        )
+    kind = kind.label("kind")
+    return select(pairs.c.key, kind).select_from(rows).join(pairs, true()).group_by(pairs.c.key, kind)
+
+
+def _column_type(kinds: set[str]) -> pa.DataType:
+    """The column type of a key whose values took these JSON types: text when they disagree."""
+    kinds = kinds - {"null"}
+    for accepted, column_type in KIND_TYPES:
+        if kinds and kinds <= accepted:
+            return column_type
+    return pa.string()
+
+
+def _readable(key: str) -> str:
+    """``key`` as a column name: control characters spelled out, cut to ``MAX_KEY_NAME`` characters."""
+    spelled = "".join(
+        {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, f"\\u{ord(ch):04x}")
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+        else ch
+        for ch in key
+    )
+    return spelled if len(spelled) <= MAX_KEY_NAME else spelled[: MAX_KEY_NAME - 1] + "…"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name~2``, ``name~3``… when another column has it (two keys alike once made readable)."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}~{n}"
+    return candidate
+
+
+def _copy_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
+    """PostgreSQL renders the rows as CSV lines (no header): one COPY, cancelled if the stream is closed."""
+    fields = {c.key: c for c in stmt.selected_columns}
+    selected = []
+    for column in columns:
+        if column.key is not None:
+            value = Record.script_data.op("->>", return_type=String())(literal(column.key, String()))
+        elif column.name == "timestamp":
+            # The spelling of the NDJSON stream (ISO 8601, "T", an explicit offset).
+            value = func.to_json(fields["timestamp"]).op("#>>")(text("'{}'"))
+        else:
+            value = fields[column.name]
+        selected.append(value.label(f"c{len(selected)}"))
+    query = stmt.with_only_columns(*selected, maintain_column_froms=True)
+    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    raw = connection.connection.driver_connection
+
+    def lines():
+        with raw.cursor() as cursor, cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT csv)", compiled.params) as copy:
+            yield from _joined(bytes(line) for line in copy)
+
+    return lines()
+
+
+def _python_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
+    """The same CSV lines as PostgreSQL's COPY, rendered in Python (SQLite)."""
+    keys = [c.key for c in columns if c.key is not None]
+
+    def lines():
+        result = connection.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+        for row in result:
+            values = [_csv_value(value) for value in row]
+            data = row.script_data or {}
+            values.extend(_csv_value(data.get(key), in_json=True) for key in keys)
+            yield (",".join(values) + "\n").encode()
+
+    return _joined(lines())
+
+
+def _csv_value(value, in_json: bool = False) -> str:
+    """One CSV field as COPY writes it: nothing for null, quotes only where needed (and for the empty string)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, datetime):
+        value = iso_utc(value)
+    elif isinstance(value, date):
+        value = value.isoformat()
+    elif isinstance(value, dict | list) or (in_json and not isinstance(value, str)):
+        value = bulk_sql.dump_json(value)
+    else:
+        value = str(value)
+    if value == "" or re.search(r'[",\r\n]', value) or value == "\\.":
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _joined(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """Lines gathered into chunks of about ``CHUNK_BYTES`` (one write per line would be slow)."""
+    buffer = bytearray()
+    for line in lines:
+        buffer += line
+        if len(buffer) >= CHUNK_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+def _csv(columns: list[Column], lines: Iterator[bytes]) -> Iterator[bytes]:
+    yield (",".join(_csv_value(c.name) for c in columns) + "\n").encode()
+    yield from lines
+
+
+class _LinesReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks, for pyarrow's CSV reader."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class _Sink(io.RawIOBase):
+    """A writable file whose written bytes are taken out as they come (the Parquet writer writes into it)."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _parquet(columns: list[Column], lines: Iterator[bytes]) -> Iterator[bytes]:
+    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+    sink = _Sink()
+    with pq.ParquetWriter(sink, schema) as writer:
+        for table in _row_groups(schema, lines):
+            writer.write_table(table)
+            yield sink.take()
+    yield sink.take()
+
+
+def _row_groups(schema: pa.Schema, lines: Iterator[bytes]) -> Iterator[pa.Table]:
+    """The CSV lines parsed with the schema's types, as tables of about ``ROW_GROUP_BYTES``."""
+    first = next(lines, None)
+    if first is None:
+        return  # pyarrow's reader refuses an empty file; a table without rows has no row group
+    positional = [f"c{i}" for i in range(len(schema))]
+    reader = pa_csv.open_csv(
+        _LinesReader(itertools.chain([first], lines)),
+        read_options=pa_csv.ReadOptions(column_names=positional, block_size=CSV_BLOCK_BYTES),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict(zip(positional, schema.types, strict=True)),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["true"],
+            false_values=["false"],
+        ),
+    )
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in reader:
+        pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+        size += batch.nbytes
+        if size >= ROW_GROUP_BYTES:
+            yield pa.Table.from_batches(pending, schema)
+            pending, size = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending, schema)
