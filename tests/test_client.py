@@ -398,11 +398,12 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         self.server.seen.append((self.command, self.path, dict(self.headers), body))
         status, headers, payload = self.server.answers.pop(0)
         self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **headers}.items():
+        for name, value in {"Content-Type": "application/json", "Content-Length": str(len(payload)), **headers}.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        if int(headers.get("Content-Length", len(payload))) != len(payload):
+            self.close_connection = True  # an answer that breaks off
 
     do_GET = do_POST = do_PATCH = do_DELETE = _answer
 
@@ -516,6 +517,36 @@ def test_records_raise_on_the_streams_error_line(scripted):
             seen.append(record["id"])
     assert seen == ["a", "b"]
     assert (failed.value.status, failed.value.error_description) == (500, "Broke midway.")
+
+
+def test_exports_that_end_badly_raise_and_leave_no_file(scripted, tmp_path):
+    """A CSV ending with the error line, a Parquet file without its footer and a body that breaks off raise
+    APIError, and nothing is left at the destination."""
+    error_line = b'{"error": "Internal Server Error", "error_description": "The export failed midway."}\n'
+    http = scripted(
+        (200, {"Content-Type": "text/csv", "X-Total-Count": "2"}, b"id,timestamp\r\na,2024\r\n" + error_line),
+        (200, {"Content-Type": "application/vnd.apache.parquet"}, b"PAR1" + b"\x00" * 100),
+        (200, {"Content-Type": "text/csv", "Content-Length": "1000"}, b"id,timestamp\r\n"),
+        (200, {"Content-Type": "text/csv", "X-Total-Count": "1"}, b"id,timestamp\r\na,2024\r\n"),
+    )
+    with Client(http.url, "t") as client:
+        with pytest.raises(APIError) as csv_error:
+            client.export("s1", tmp_path / "t.csv", format="csv")
+        assert csv_error.value.error_description == "The export failed midway."
+        with pytest.raises(APIError, match="without its footer"):
+            client.export("s1", tmp_path / "t.parquet")
+        with pytest.raises(APIError, match="broke off"):
+            client.export("s1", tmp_path / "t.csv", format="csv")
+        assert list(tmp_path.iterdir()) == []
+        assert client.export("s1", tmp_path / "t.csv", format="csv").read_bytes() == b"id,timestamp\r\na,2024\r\n"
+    assert http.seen[0][1] == "/api/scripts/id/s1/records/export?format=csv"
+
+
+def test_a_stream_that_breaks_off_raises(scripted):
+    """An NDJSON stream whose connection ends before its last byte raises APIError, not a JSON error."""
+    http = scripted((200, {"Content-Type": "application/x-ndjson", "Content-Length": "1000"}, b'{"id": "a"}\n{"id'))
+    with Client(http.url, "t") as client, pytest.raises(APIError, match="broke off"):
+        list(client.records("s1"))
 
 
 def test_client_defaults_come_from_the_environment(monkeypatch):

@@ -49,6 +49,8 @@ RANGE_FILTERS = (
 )
 BULK_DEFAULTS = ("experiment_name", "season_name", "site_name", "dataset_name", "collection_date")
 NAME_BYTES = 200
+TAIL = 64 * 1024  # the end of an export kept to check how it ended (an error line is short)
+PARQUET_MAGIC = b"PAR1"
 
 
 class Client:
@@ -387,11 +389,14 @@ class Client:
 
             def chunks() -> Iterator[bytes]:
                 nonlocal received
-                for chunk in response.iter_content(CHUNK):
+                tail = b""
+                for chunk in _body_chunks(response):
                     received += len(chunk)
+                    tail = (tail + chunk)[-TAIL:]
                     if report:
                         report(received, rows)
                     yield chunk
+                _check_export_end(format, tail)
 
             _write_atomically(target, chunks())
         if progress is True:
@@ -596,16 +601,50 @@ def _records_query(script_id: str, filters: Mapping[str, Any]) -> tuple[str, dic
     return f"/api/scripts/id/{script_id}/records/filter", _params(_range_filters(given))
 
 
+def _body_chunks(response: requests.Response) -> Iterator[bytes]:
+    """The chunks of a streamed answer; a connection that breaks off before its end is an APIError."""
+    try:
+        yield from response.iter_content(CHUNK)
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
+        raise APIError(500, "Incomplete answer", f"The answer broke off before its end ({exc}); retry.") from exc
+
+
+def _check_export_end(table_format: str, tail: bytes) -> None:
+    """Raise when an export's last bytes say it failed midway: a CSV's error line, a Parquet file without footer."""
+    if table_format == "parquet" and not tail.endswith(PARQUET_MAGIC):
+        raise APIError(500, "Incomplete export", "The Parquet export ended without its footer; retry.")
+    if table_format == "csv":
+        last = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        if last.startswith(b'{"error"'):
+            try:
+                line = json.loads(last)
+            except ValueError:
+                return  # a row of the table that happens to look like one
+            if isinstance(line, dict) and "error_description" in line:
+                raise APIError.from_line(line)
+
+
 def _stream_lines(response: requests.Response) -> Iterator[Json]:
     """The records of an NDJSON stream; its error line raises."""
     with response:
-        for line in response.iter_lines(chunk_size=CHUNK):
+        for line in _lines(_body_chunks(response)):
             if not line:
                 continue
             item = json.loads(line)
             if "error" in item and "id" not in item:
                 raise APIError.from_line(item)
             yield item
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a byte stream, without their line ends."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    if pending:
+        yield pending
 
 
 def _ndjson_chunks(rows: Iterable[Mapping[str, Any]], size: int = 256 * 1024) -> Iterator[bytes]:
