@@ -2,6 +2,8 @@
 
 BENCHMARKS = (
     "stream_records",
+    "export_records",
+    "client_frames",
     "post_record",
     "record_file",
     "bulk_ingest",

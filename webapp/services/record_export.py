@@ -23,13 +23,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, Numeric, String, and_, case, cast, func, literal, select, text, true
+from sqlalchemy.dialects.postgresql import JSONB
 
 from webapp import bulk_sql
 from webapp.errors import ValidationError
 from webapp.extensions import db
 from webapp.fields import iso_utc
 from webapp.models import Record
-from webapp.services.record_search import MIDWAY_ERROR_LINE, record_rows
+from webapp.services.record_search import MIDWAY_ERROR_LINE, record_conditions, record_rows
 from webapp.services.scripts import get_script
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExp
     filename = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', get_script(script_id).script_name).strip('-.') or 'script'}"
     connection = db.engine.connect()
     try:
-        total, columns = _table_shape(connection, stmt)
+        total, columns = _table_shape(connection, stmt, script_id, filters, typed=format == "parquet")
         produce = _copy_lines if _on_postgresql(connection) else _python_lines
         lines = produce(connection, stmt, columns)
         chunks = _csv(columns, lines) if format == "csv" else _parquet(columns, lines)
@@ -145,9 +146,13 @@ def _on_postgresql(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
 
 
-def _table_shape(connection: Connection, stmt) -> tuple[int, list[Column]]:
-    """Begin the export's transaction; count the matching records and settle the table's columns."""
-    if _on_postgresql(connection):
+def _table_shape(
+    connection: Connection, stmt, script_id: uuid.UUID, filters: dict, typed: bool
+) -> tuple[int, list[Column]]:
+    """Begin the export's transaction; count the matching records and settle the table's columns (with the
+    types of the key columns when ``typed``: a CSV has no use for them)."""
+    on_postgresql = _on_postgresql(connection)
+    if on_postgresql:
         connection.execution_options(isolation_level="REPEATABLE READ")
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
         # The planner's JIT compiles these one-off scans for longer than it saves.
@@ -155,18 +160,10 @@ def _table_shape(connection: Connection, stmt) -> tuple[int, list[Column]]:
     else:
         # pysqlite begins a transaction only before a write; both reads must see one snapshot.
         connection.exec_driver_sql("BEGIN")
-    matching = stmt.order_by(None)
-    total = connection.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
-    kinds: dict[str, set[str]] = {}
-    for key, kind in connection.execute(_key_kinds(connection, matching)):
-        kinds.setdefault(key, set()).add(kind)
-    if len(kinds) > MAX_KEY_COLUMNS:
-        raise ValidationError(
-            {
-                "script_data": f"The matching records hold {len(kinds)} different script_data keys; a table splits "
-                f"at most {MAX_KEY_COLUMNS} into columns. Narrow the search, or read the NDJSON stream."
-            }
-        )
+    conditions = record_conditions(script_id, filters)
+    total = connection.execute(select(func.count()).where(*conditions)).scalar_one()
+    documents = select(Record.script_data).where(*conditions).subquery()
+    kinds = (_postgresql_kinds if on_postgresql else _sqlite_kinds)(connection, documents.c.script_data, typed)
     columns = [Column(c.key, RECORD_FIELD_TYPES.get(c.key, pa.string())) for c in stmt.selected_columns]
     names = {c.name for c in columns}
     for key in sorted(kinds):
@@ -176,33 +173,80 @@ def _table_shape(connection: Connection, stmt) -> tuple[int, list[Column]]:
     return total, columns
 
 
-def _key_kinds(connection: Connection, matching):
-    """A statement listing each (key, JSON type) pair found in the matching records' script_data; numbers are
-    "integer" when whole and within 64 bits, else "float" (or "text" beyond a double's range)."""
-    rows = matching.with_only_columns(Record.script_data, maintain_column_froms=True).subquery()
-    if _on_postgresql(connection):
-        pairs = func.jsonb_each(rows.c.script_data).table_valued("key", "value")
-        number = cast(pairs.c.value, Numeric)
-        typeof = func.jsonb_typeof(pairs.c.value)
-        whole = and_(func.scale(number) == 0, func.abs(number) < literal(Decimal(2**63), Numeric))
-        kind = case(
-            (typeof != "number", typeof),
-            (whole, "integer"),
-            (func.abs(number) < literal(Decimal("1e308"), Numeric), "float"),
-            else_="text",
+def _check_key_count(count: int) -> None:
+    if count > MAX_KEY_COLUMNS:
+        raise ValidationError(
+            {
+                "script_data": f"The matching records hold {count} different script_data keys; a table splits "
+                f"at most {MAX_KEY_COLUMNS} into columns. Narrow the search, or read the NDJSON stream."
+            }
         )
-    else:
-        pairs = func.json_each(rows.c.script_data).table_valued("key", "type", "atom")
-        kind = case(
-            (pairs.c.type.in_(("true", "false")), "boolean"),
-            # SQLite calls a whole number beyond 64 bits "integer" but holds it as a real.
-            (pairs.c.type == "real", "float"),
-            (func.typeof(pairs.c.atom) == "real", "float"),
-            (pairs.c.type == "text", "string"),
-            else_=pairs.c.type,
-        )
-    kind = kind.label("kind")
-    return select(pairs.c.key, kind).select_from(rows).join(pairs, true()).group_by(pairs.c.key, kind)
+
+
+# The JSON types of a key's values, as bits OR-ed over the matching records (PostgreSQL).
+KIND_BITS = {"integer": 1, "float": 2, "text": 4, "string": 8, "boolean": 16, "object": 32, "array": 64}
+# Keys whose types one statement gathers: PostgreSQL allows at most 1,664 entries in a select list.
+KINDS_PER_STATEMENT = 500
+
+
+def _postgresql_kinds(connection: Connection, documents, typed: bool) -> dict[str, set[str]]:
+    """The keys of the documents, then (when ``typed``) the JSON types each takes. Two narrow scans cost less than
+    one ``jsonb_each``, which copies out every value. Numbers are "integer" when whole and within 64 bits, else
+    "float", or "text" beyond a double's range."""
+    # GROUP BY lets parallel workers reduce the keys before they reach the leader (DISTINCT gathers every key).
+    names = func.jsonb_object_keys(documents).table_valued("key").render_derived("names")
+    grouped = select(names.c.key).select_from(documents.table).join(names, true()).group_by(names.c.key)
+    keys = [key for (key,) in connection.execute(grouped)]
+    _check_key_count(len(keys))
+    kinds: dict[str, set[str]] = {key: set() for key in keys}
+    if not typed:
+        return kinds
+    for start in range(0, len(keys), KINDS_PER_STATEMENT):
+        batch = keys[start : start + KINDS_PER_STATEMENT]
+        values = [documents.op("->", return_type=JSONB())(literal(key, String())) for key in batch]
+        bits = connection.execute(select(*(func.bit_or(_kind_bit(value)) for value in values))).one()
+        for key, found in zip(batch, bits, strict=True):
+            kinds[key] = {kind for kind, bit in KIND_BITS.items() if (found or 0) & bit}
+    return kinds
+
+
+def _kind_bit(value):
+    number = cast(value, Numeric)
+    typeof = func.jsonb_typeof(value)
+    return case(
+        (
+            typeof == "number",
+            case(
+                (
+                    and_(func.scale(number) == 0, func.abs(number) < literal(Decimal(2**63), Numeric)),
+                    KIND_BITS["integer"],
+                ),
+                (func.abs(number) < literal(Decimal("1e308"), Numeric), KIND_BITS["float"]),
+                else_=KIND_BITS["text"],
+            ),
+        ),
+        *((typeof == kind, KIND_BITS[kind]) for kind in ("string", "boolean", "object", "array")),
+        else_=0,
+    )
+
+
+def _sqlite_kinds(connection: Connection, documents, typed: bool) -> dict[str, set[str]]:
+    """Each (key, JSON type) pair of the documents, in one grouped scan."""
+    pairs = func.json_each(documents).table_valued("key", "type", "atom")
+    kind = case(
+        (pairs.c.type.in_(("true", "false")), "boolean"),
+        # SQLite calls a whole number beyond 64 bits "integer" but holds it as a real.
+        (pairs.c.type == "real", "float"),
+        (func.typeof(pairs.c.atom) == "real", "float"),
+        (pairs.c.type == "text", "string"),
+        else_=pairs.c.type,
+    ).label("kind")
+    query = select(pairs.c.key, kind).select_from(documents.table).join(pairs, true()).group_by(pairs.c.key, kind)
+    kinds: dict[str, set[str]] = {}
+    for key, found in connection.execute(query):
+        kinds.setdefault(key, set()).add(found)
+    _check_key_count(len(kinds))
+    return kinds
 
 
 def _column_type(kinds: set[str]) -> pa.DataType:

@@ -71,33 +71,37 @@ def _matching(stmt, script_id: uuid.UUID, filters: dict):
         .join(Experiment, Experiment.id == Record.experiment_id)
         .join(Season, Season.id == Record.season_id)
         .join(Site, Site.id == Record.site_id)
-        .where(Record.script_id == script_id)
+        .where(*record_conditions(script_id, filters))
         .order_by(Record.timestamp, Record.id)
     )
-    equal = {
-        "experiment_name": Experiment.experiment_name,
-        "season_name": Season.season_name,
-        "site_name": Site.site_name,
-        "dataset_name": Dataset.dataset_name,
-        "collection_date": Record.collection_date,
-    }
-    within = {
-        "experiment_names": Experiment.experiment_name,
-        "season_names": Season.season_name,
-        "site_names": Site.site_name,
-        "dataset_names": Dataset.dataset_name,
-    }
-    for name, column in equal.items():
-        if filters.get(name) is not None:
-            stmt = stmt.where(column == filters[name])
-    for name, column in within.items():
-        if filters.get(name):
-            stmt = stmt.where(column.in_(filters[name]))
-    if filters.get("start_timestamp") is not None:
-        stmt = stmt.where(Record.timestamp >= filters["start_timestamp"])
-    if filters.get("end_timestamp") is not None:
-        stmt = stmt.where(Record.timestamp <= filters["end_timestamp"])
     return stmt
+
+
+# The filters on names, each as the record's reference and the name column of the table it refers to.
+NAMED = {
+    "experiment": (Record.experiment_id, Experiment.id, Experiment.experiment_name),
+    "season": (Record.season_id, Season.id, Season.season_name),
+    "site": (Record.site_id, Site.id, Site.site_name),
+    "dataset": (Record.dataset_id, Dataset.id, Dataset.dataset_name),
+}
+
+
+def record_conditions(script_id: uuid.UUID, filters: dict) -> list:
+    """The conditions on ``script_records`` alone that select a script's records matching ``filters`` (names are
+    looked up in subqueries, so a scan that needs no names needs no joins)."""
+    conditions = [Record.script_id == script_id]
+    for prefix, (reference, key, name) in NAMED.items():
+        if filters.get(f"{prefix}_name") is not None:
+            conditions.append(reference.in_(select(key).where(name == filters[f"{prefix}_name"])))
+        if filters.get(f"{prefix}_names"):
+            conditions.append(reference.in_(select(key).where(name.in_(filters[f"{prefix}_names"]))))
+    if filters.get("collection_date") is not None:
+        conditions.append(Record.collection_date == filters["collection_date"])
+    if filters.get("start_timestamp") is not None:
+        conditions.append(Record.timestamp >= filters["start_timestamp"])
+    if filters.get("end_timestamp") is not None:
+        conditions.append(Record.timestamp <= filters["end_timestamp"])
+    return conditions
 
 
 def stream_records(script_id: uuid.UUID, filters: dict) -> Iterator[bytes]:
