@@ -437,7 +437,7 @@ class Client:
                 if name is None:
                     name = self.record(record_id).get("file_name") or ""
                 target = target / (safe_file_name(name) or record_id)
-            _write_atomically(target, response.iter_content(CHUNK))
+            _write_atomically(target, _body_chunks(response))
         return target
 
     # -- bulk uploads and jobs
