@@ -56,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             plain, flat, streamed, built, normalised = frame_by_ndjson(client, script_id)
             baseline_seconds = streamed + built
             baseline = len(plain) / baseline_seconds
+            flat_rate = len(flat) / (streamed + normalised)
             print(
                 f"baseline: list(client.records(id)) {streamed:.2f} s + pd.DataFrame(list) {built:.2f} s "
                 f"= {baseline:,.0f} rows/s ({len(plain.columns)} columns; script_data left as dicts)"
             )
             print(
                 f"          with pd.json_normalize(max_level=1) instead: {normalised:.2f} s, "
-                f"{len(flat) / (streamed + normalised):,.0f} rows/s ({len(flat.columns)} columns)"
+                f"{flat_rate:,.0f} rows/s ({len(flat.columns)} columns)"
             )
             first, last = plain["id"].iloc[0], plain["id"].iloc[-1]
             del plain, flat
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print("check:    both frames hold N rows; first and last record ids match")
         support.print_ratio("ratio", result / baseline, RATIO_TARGET)
+        # json_normalize gives the columns records_frame gives (script_data's keys); pd.DataFrame is the cheaper way.
+        support.print_ratio("ratio against json_normalize", result / flat_rate, RATIO_TARGET)
     return 0
 
 
