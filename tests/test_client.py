@@ -558,3 +558,16 @@ def test_client_defaults_come_from_the_environment(monkeypatch):
         assert client.session.headers["Authorization"] == "Bearer from-env"
     monkeypatch.delenv("SCRIPTORIUM_URL")
     assert Client().url == "http://127.0.0.1:5000"
+
+
+def test_upload_help_shows_the_row_layouts_and_the_samples():
+    """`scriptorium upload --help` shows the CSV header and an NDJSON line, and names the existing sample files."""
+    from webapp.cli import main
+
+    shown = CliRunner().invoke(main, ["upload", "--help"]).output
+    assert "timestamp,experiment_name,season_name,site_name,script_data" in shown
+    assert '{"timestamp": "2024-05-01T12:00:00Z"' in shown and "Unknown field" in shown
+    for sample in ("examples/records.csv", "examples/records.ndjson"):
+        assert sample in shown
+        assert (EXAMPLES.parent / sample).is_file()
+    assert (EXAMPLES / "records.csv").read_text().splitlines()[0] in shown
