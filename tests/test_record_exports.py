@@ -8,8 +8,12 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import requests
+from sqlalchemy import text
 
-from tests.conftest import record_form
+from tests.conftest import empty_tables, make_app, make_token, record_form, token_client
+from tests.servers import gunicorn_app, wait_until
+from webapp.extensions import db
 from webapp.services import record_export
 
 RECORD_FIELDS = [
@@ -241,8 +245,8 @@ def test_an_export_failing_midway_cannot_pass_as_complete(client, reference, url
         post(client, urls["records"], timestamp=f"2024-05-0{day}T00:00:00Z")
     real = record_export._joined
 
-    def breaking(lines):
-        yield from real(lines)
+    def breaking(lines, size):
+        yield from real(lines, size)
         raise ConnectionError("database went away")
 
     monkeypatch.setattr(record_export, "_joined", breaking)
@@ -251,3 +255,52 @@ def test_an_export_failing_midway_cannot_pass_as_complete(client, reference, url
     assert json.loads(lines[-1])["error"] == "Internal Server Error"
     with pytest.raises(ConnectionError):
         client.get(urls["export"], query_string={"format": "parquet"}).data  # noqa: B018
+
+
+def copy_queries(app) -> list[str]:
+    """The COPY statements other sessions are running (the exports in progress)."""
+    with app.app_context(), db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT query FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active'"
+                " AND query LIKE 'COPY (SELECT%'"
+            )
+        )
+        return [query for (query,) in rows]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_client_that_goes_away_stops_the_export_query(tmp_path, postgresql_url, fmt):
+    """Under gunicorn: closing the connection after the first bytes cancels the export's COPY on PostgreSQL."""
+    app = make_app(tmp_path / "instance", postgresql_url)
+    client = token_client(app, token := make_token(app))
+    client.post("/api/experiments", json={"experiment_name": "Drought 2024"})
+    experiment = client.get("/api/experiments").json[0]
+    client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
+    client.post("/api/sites", json={"site_name": "Maricopa"})
+    script = client.post("/api/scripts", json={"script_name": "canopy-height"}).json
+    client.post(f"/api/scripts/id/{script['id']}/records", data=record_form())
+    with app.app_context(), db.engine.begin() as conn:
+        # Enough rows that the export is far from done when the client leaves (a whole row group and more).
+        conn.execute(
+            text(
+                "INSERT INTO script_records (id, timestamp, collection_date, script_id, dataset_id, experiment_id,"
+                " season_id, site_id, script_data, record_info, created_at)"
+                " SELECT gen_random_uuid(), r.timestamp + g * interval '1 second', r.collection_date, r.script_id,"
+                " r.dataset_id, r.experiment_id, r.season_id, r.site_id,"
+                " jsonb_build_object('plot', g, 'note', repeat('x', 1000)), '{}', now()"
+                " FROM script_records r, generate_series(1, 100000) AS g"
+            )
+        )
+    try:
+        with gunicorn_app(postgresql_url, tmp_path) as base:
+            url = f"{base}/api/scripts/id/{script['id']}/records/export"
+            headers = {"Authorization": f"Bearer {token}"}
+            with requests.get(url, params={"format": fmt}, headers=headers, stream=True, timeout=60) as response:
+                assert response.status_code == 200
+                assert next(response.iter_content(64 * 1024))
+                assert copy_queries(app), "the export's COPY should be running while the client reads"
+            # The client is gone; the worker notices at its next write and the COPY is cancelled.
+            assert wait_until(lambda: copy_queries(app), lambda queries: not queries, timeout=60) == []
+    finally:
+        empty_tables(app)

@@ -9,7 +9,6 @@ type, and writes it out in row groups. On SQLite Python renders the same CSV tex
 """
 
 import io
-import itertools
 import logging
 import re
 import unicodedata
@@ -41,12 +40,12 @@ MAX_KEY_COLUMNS = 2000
 KEY_PREFIX = "script_data."
 # Long keys are cut in their column name (the key itself stays whole in `script_data`).
 MAX_KEY_NAME = 100
-# pyarrow's CSV reader needs a whole row in one block; rows are bounded by the record size limits (1 MiB bulk
-# rows, 64 KiB form fields), and a row holds its script_data twice (as JSON and split into columns), quotes doubled.
-CSV_BLOCK_BYTES = 16 * 1024 * 1024
-# Arrow data gathered before a Parquet row group is written: bounds the export's memory, keeps groups large.
-ROW_GROUP_BYTES = 16 * 1024 * 1024
-# Rows (SQLite) or COPY lines (PostgreSQL) joined into one chunk of the response.
+# CSV text parsed into one Parquet row group (~4,500 records of 12 keys): bounds the export's memory. Measured on
+# 170k records: 4 MiB grew the process by 34 MB, 8 MiB by 83 MB, 16 MiB by 103 MB.
+ROW_GROUP_TEXT_BYTES = 4 * 1024 * 1024
+# The blocks pyarrow reads a row group's text in (grown to hold a longer line).
+CSV_BLOCK_BYTES = 1024 * 1024
+# CSV lines joined into one chunk of a CSV response.
 CHUNK_BYTES = 256 * 1024
 
 RECORD_FIELD_TYPES = {
@@ -132,8 +131,7 @@ def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExp
     connection = db.engine.connect()
     try:
         total, columns = _table_shape(connection, stmt, script_id, filters, typed=format == "parquet")
-        produce = _copy_lines if _on_postgresql(connection) else _python_lines
-        lines = produce(connection, stmt, columns)
+        lines = (_copy_lines if _on_postgresql(connection) else _python_lines)(connection, stmt, columns)
         chunks = _csv(columns, lines) if format == "csv" else _parquet(columns, lines)
     except BaseException:
         connection.close()
@@ -184,7 +182,7 @@ def _check_key_count(count: int) -> None:
 
 
 # The JSON types of a key's values, as bits OR-ed over the matching records (PostgreSQL).
-KIND_BITS = {"integer": 1, "float": 2, "text": 4, "string": 8, "boolean": 16, "object": 32, "array": 64}
+KIND_BITS = {"integer": 1, "float": 2, "string": 4, "boolean": 8, "object": 16, "array": 32}
 # Keys whose types one statement gathers: PostgreSQL allows at most 1,664 entries in a select list.
 KINDS_PER_STATEMENT = 500
 
@@ -192,7 +190,7 @@ KINDS_PER_STATEMENT = 500
 def _postgresql_kinds(connection: Connection, documents, typed: bool) -> dict[str, set[str]]:
     """The keys of the documents, then (when ``typed``) the JSON types each takes. Two narrow scans cost less than
     one ``jsonb_each``, which copies out every value. Numbers are "integer" when whole and within 64 bits, else
-    "float", or "text" beyond a double's range."""
+    "float" (JSON that reaches the database holds no number beyond a double's range)."""
     # GROUP BY lets parallel workers reduce the keys before they reach the leader (DISTINCT gathers every key).
     names = func.jsonb_object_keys(documents).table_valued("key").render_derived("names")
     grouped = select(names.c.key).select_from(documents.table).join(names, true()).group_by(names.c.key)
@@ -211,23 +209,12 @@ def _postgresql_kinds(connection: Connection, documents, typed: bool) -> dict[st
 
 
 def _kind_bit(value):
+    """The bit of a JSON value's type, as a simple CASE: a searched one looked the key up once per branch."""
     number = cast(value, Numeric)
-    typeof = func.jsonb_typeof(value)
-    return case(
-        (
-            typeof == "number",
-            case(
-                (
-                    and_(func.scale(number) == 0, func.abs(number) < literal(Decimal(2**63), Numeric)),
-                    KIND_BITS["integer"],
-                ),
-                (func.abs(number) < literal(Decimal("1e308"), Numeric), KIND_BITS["float"]),
-                else_=KIND_BITS["text"],
-            ),
-        ),
-        *((typeof == kind, KIND_BITS[kind]) for kind in ("string", "boolean", "object", "array")),
-        else_=0,
-    )
+    whole = and_(func.scale(number) == 0, func.abs(number) < literal(Decimal(2**63), Numeric))
+    bits = {"number": case((whole, KIND_BITS["integer"]), else_=KIND_BITS["float"])}
+    bits.update((kind, KIND_BITS[kind]) for kind in ("string", "boolean", "object", "array"))
+    return case(bits, value=func.jsonb_typeof(value), else_=0)
 
 
 def _sqlite_kinds(connection: Connection, documents, typed: bool) -> dict[str, set[str]]:
@@ -279,7 +266,8 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def _copy_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
-    """PostgreSQL renders the rows as CSV lines (no header): one COPY, cancelled if the stream is closed."""
+    """PostgreSQL renders the rows as CSV lines (no header), one line each: one COPY, cancelled if the stream is
+    closed."""
     fields = {c.key: c for c in stmt.selected_columns}
     selected = []
     for column in columns:
@@ -297,7 +285,7 @@ def _copy_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator
 
     def lines():
         with raw.cursor() as cursor, cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT csv)", compiled.params) as copy:
-            yield from _joined(bytes(line) for line in copy)
+            yield from copy
 
     return lines()
 
@@ -305,20 +293,17 @@ def _copy_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator
 def _python_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
     """The same CSV lines as PostgreSQL's COPY, rendered in Python (SQLite)."""
     keys = [c.key for c in columns if c.key is not None]
-
-    def lines():
-        result = connection.execution_options(stream_results=True, yield_per=2000).execute(stmt)
-        for row in result:
-            values = [_csv_value(value) for value in row]
-            data = row.script_data or {}
-            values.extend(_csv_value(data.get(key), in_json=True) for key in keys)
-            yield (",".join(values) + "\n").encode()
-
-    return _joined(lines())
+    result = connection.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+    for row in result:
+        values = [_csv_value(value) for value in row]
+        data = row.script_data or {}
+        values.extend(_csv_value(data.get(key), in_json=True) for key in keys)
+        yield (",".join(values) + "\n").encode()
 
 
 def _csv_value(value, in_json: bool = False) -> str:
-    """One CSV field as COPY writes it: nothing for null, quotes only where needed (and for the empty string)."""
+    """One CSV field as COPY writes it: nothing for null, quotes only where needed (and for the empty string).
+    Python's csv module (before 3.12) cannot tell an empty string from a null, which a Parquet export relies on."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -336,43 +321,25 @@ def _csv_value(value, in_json: bool = False) -> str:
     return value
 
 
-def _joined(lines: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines gathered into chunks of about ``CHUNK_BYTES`` (one write per line would be slow)."""
+def _joined(lines: Iterator[bytes], size: int) -> Iterator[tuple[bytes, int]]:
+    """Lines gathered into chunks of about ``size`` bytes, each with the length of its longest line."""
     buffer = bytearray()
+    longest = 0
     for line in lines:
         buffer += line
-        if len(buffer) >= CHUNK_BYTES:
-            yield bytes(buffer)
+        longest = max(longest, len(line))
+        if len(buffer) >= size:
+            yield bytes(buffer), longest
             buffer.clear()
+            longest = 0
     if buffer:
-        yield bytes(buffer)
+        yield bytes(buffer), longest
 
 
 def _csv(columns: list[Column], lines: Iterator[bytes]) -> Iterator[bytes]:
     yield (",".join(_csv_value(c.name) for c in columns) + "\n").encode()
-    yield from lines
-
-
-class _LinesReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks, for pyarrow's CSV reader."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks = chunks
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+    for chunk, _ in _joined(lines, CHUNK_BYTES):
+        yield chunk
 
 
 class _Sink(io.RawIOBase):
@@ -400,40 +367,29 @@ class _Sink(io.RawIOBase):
 
 
 def _parquet(columns: list[Column], lines: Iterator[bytes]) -> Iterator[bytes]:
+    """One row group per ``ROW_GROUP_TEXT_BYTES`` of CSV lines, parsed by pyarrow with every column's type.
+
+    Each piece is parsed from memory whole: pyarrow's streaming reader over a Python file held several times
+    its blocks in memory."""
     schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+    positional = [f"c{i}" for i in range(len(columns))]
+    convert = pa_csv.ConvertOptions(
+        column_types=dict(zip(positional, schema.types, strict=True)),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["true"],
+        false_values=["false"],
+    )
+    parse = pa_csv.ParseOptions(newlines_in_values=True)
     sink = _Sink()
     with pq.ParquetWriter(sink, schema) as writer:
-        for table in _row_groups(schema, lines):
-            writer.write_table(table)
+        for text, longest in _joined(lines, ROW_GROUP_TEXT_BYTES):
+            # A block must hold a whole line. One thread: the database is the slower side of the pipe, and
+            # parsing on pyarrow's pool grew the process's memory by half again (each thread keeps a heap).
+            read = pa_csv.ReadOptions(
+                column_names=positional, block_size=max(CSV_BLOCK_BYTES, 2 * longest), use_threads=False
+            )
+            table = pa_csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
+            writer.write_table(table.rename_columns(schema.names))
             yield sink.take()
     yield sink.take()
-
-
-def _row_groups(schema: pa.Schema, lines: Iterator[bytes]) -> Iterator[pa.Table]:
-    """The CSV lines parsed with the schema's types, as tables of about ``ROW_GROUP_BYTES``."""
-    first = next(lines, None)
-    if first is None:
-        return  # pyarrow's reader refuses an empty file; a table without rows has no row group
-    positional = [f"c{i}" for i in range(len(schema))]
-    reader = pa_csv.open_csv(
-        _LinesReader(itertools.chain([first], lines)),
-        read_options=pa_csv.ReadOptions(column_names=positional, block_size=CSV_BLOCK_BYTES),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=dict(zip(positional, schema.types, strict=True)),
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["true"],
-            false_values=["false"],
-        ),
-    )
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for batch in reader:
-        pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-        size += batch.nbytes
-        if size >= ROW_GROUP_BYTES:
-            yield pa.Table.from_batches(pending, schema)
-            pending, size = [], 0
-    if pending:
-        yield pa.Table.from_batches(pending, schema)
