@@ -75,6 +75,15 @@ class Settings:
     ratelimit_storage_url: str | None = None
     ratelimit_key_prefix: str = "scriptorium"
     log_level: str = "INFO"
+    # "text" (readable lines, the embedded default) or "json" (one JSON object a line on stderr, for collectors).
+    log_format: str = "text"
+    # Serve /metrics without a token (for a scraper on a private network); off, it needs an admin token.
+    metrics_public: bool = False
+    # Folder for prometheus-client's multiprocess files, shared by every process of one host; empty means
+    # "<instance>/metrics".
+    metrics_dir: str | None = None
+    # Seconds each readiness check (database, object store, broker) may take before it counts as failing.
+    ready_timeout: float = 2.0
 
     def __post_init__(self):
         instance = Path(self.instance_path)
@@ -82,6 +91,8 @@ class Settings:
             self.database_url = f"sqlite:///{instance / 'scriptorium.db'}"
         if self.storage_local_dir is None:
             self.storage_local_dir = str(instance / "files")
+        if not self.metrics_dir:
+            self.metrics_dir = str(instance / "metrics")
         if self.ratelimit_storage_url is None:
             self.ratelimit_storage_url = self.broker_url or "memory://"
         if self.secret_key is None:
@@ -105,10 +116,10 @@ _INT_FIELDS = {
     "bulk_chunk_rows",
     "bulk_max_row_bytes",
 }
-_FLOAT_FIELDS = {"s3_connect_timeout", "s3_read_timeout"}
+_FLOAT_FIELDS = {"s3_connect_timeout", "s3_read_timeout", "ready_timeout"}
 
 
-_BOOL_FIELDS = {"anonymous_read", "session_cookie_secure"}
+_BOOL_FIELDS = {"anonymous_read", "session_cookie_secure", "metrics_public"}
 
 
 def _parse(name: str, raw: str):
