@@ -6,9 +6,12 @@ needs no server. The secret key has no default: it comes from ``SCRIPTORIUM_SECR
 ``<instance>/secret_key`` (which ``make run`` writes once), and the app refuses to start without one.
 """
 
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PREFIX = "SCRIPTORIUM_"
 
@@ -93,6 +96,8 @@ class Settings:
             self.storage_local_dir = str(instance / "files")
         if not self.metrics_dir:
             self.metrics_dir = str(instance / "metrics")
+        if isinstance(self.log_level, str):
+            self.log_level = self.log_level.strip().upper()
         if self.ratelimit_storage_url is None:
             self.ratelimit_storage_url = self.broker_url or "memory://"
         if self.secret_key is None:
@@ -105,10 +110,9 @@ class Settings:
         return {name.upper(): value for name, value in asdict(self).items()}
 
 
-_INT_FIELDS = {
+_POSITIVE_INTS = {
     "db_pool_size",
     "max_content_length",
-    "proxy_count",
     "download_url_expires",
     "job_lease_seconds",
     "job_sweep_seconds",
@@ -116,28 +120,189 @@ _INT_FIELDS = {
     "bulk_chunk_rows",
     "bulk_max_row_bytes",
 }
-_FLOAT_FIELDS = {"s3_connect_timeout", "s3_read_timeout", "ready_timeout"}
-
-
+_NON_NEGATIVE_INTS = {"proxy_count"}
+_POSITIVE_FLOATS = {"s3_connect_timeout", "s3_read_timeout", "ready_timeout"}
 _BOOL_FIELDS = {"anonymous_read", "session_cookie_secure", "metrics_public"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_CHOICES = {
+    "storage_backend": ("local", "s3"),
+    "log_format": ("text", "json"),
+    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+}
+_DATABASE_FORMS = "postgresql+psycopg://user:password@host:5432/database or sqlite:///path/to/file.db"
+_S3_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work: one message per bad setting, each naming its variable and what it accepts."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Bad settings (fix them and start again):\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def variable(name: str) -> str:
+    """The environment variable of the setting ``name``."""
+    return PREFIX + name.upper()
 
 
 def _parse(name: str, raw: str):
-    if name in _INT_FIELDS:
-        return int(raw)
-    if name in _FLOAT_FIELDS:
-        return float(raw)
+    """The typed value of the setting ``name`` from its variable's text; ValueError says what it accepts."""
+    text = raw.strip()
+    if name in _POSITIVE_INTS or name in _NON_NEGATIVE_INTS:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"accepts a whole number ({_lowest(name)}), not {raw!r}") from None
+    if name in _POSITIVE_FLOATS:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"accepts a number of seconds above 0 (e.g. 2 or 0.5), not {raw!r}") from None
     if name in _BOOL_FIELDS:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"accepts {', '.join(_TRUE)} or {', '.join(_FALSE)}, not {raw!r}")
     return raw
 
 
+def _lowest(name: str) -> str:
+    return "0 or more" if name in _NON_NEGATIVE_INTS else "1 or more"
+
+
+def _problems(settings: Settings) -> dict[str, str]:
+    """What is wrong with ``settings``, by setting name: what the setting accepts (never a secret's value)."""
+    problems = {}
+    for name in sorted(_POSITIVE_INTS | _NON_NEGATIVE_INTS):
+        value = getattr(settings, name)
+        lowest = 0 if name in _NON_NEGATIVE_INTS else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            problems[name] = f"accepts a whole number ({_lowest(name)}), not {value!r}"
+    for name in sorted(_POSITIVE_FLOATS):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            problems[name] = f"accepts a number of seconds above 0 (e.g. 2 or 0.5), not {value!r}"
+    for name in sorted(_BOOL_FIELDS):
+        if not isinstance(getattr(settings, name), bool):
+            problems[name] = f"accepts {', '.join(_TRUE)} or {', '.join(_FALSE)}"
+    for name, accepted in _CHOICES.items():
+        value = getattr(settings, name)
+        if value not in accepted:
+            problems[name] = f"accepts {' or '.join(repr(choice) for choice in accepted)}, not {value!r}"
+    if reason := _database_url_problem(settings.database_url):
+        problems["database_url"] = f"accepts {_DATABASE_FORMS}; {reason}"
+    if reason := _redis_url_problem(settings.broker_url, memory_ok=False):
+        problems["broker_url"] = reason
+    # By default the sign-in counts follow the broker: a bad broker URL is reported once, as the broker's.
+    if settings.ratelimit_storage_url != settings.broker_url and (
+        reason := _redis_url_problem(settings.ratelimit_storage_url, memory_ok=True)
+    ):
+        problems["ratelimit_storage_url"] = reason
+    for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
+        value = getattr(settings, name)
+        if value is not None and (reason := _http_url_problem(value)):
+            problems[name] = f"accepts an http:// or https:// URL such as http://minio:9000; {reason}"
+    if settings.storage_backend == "s3":
+        if not (settings.s3_bucket or "").strip():
+            problems["s3_bucket"] = "the s3 storage backend needs a bucket name"
+        elif not _S3_BUCKET_NAME.fullmatch(settings.s3_bucket):
+            problems["s3_bucket"] = (
+                "accepts a bucket name of 3 to 63 lowercase letters, digits, dots and hyphens, "
+                f"not {settings.s3_bucket!r}"
+            )
+        if not (settings.s3_region or "").strip():
+            problems["s3_region"] = "the s3 storage backend needs a region (e.g. us-east-1)"
+    if not (settings.queue_name or "").strip():
+        problems["queue_name"] = "accepts a queue name, not an empty one"
+    for name in ("signin_limit_per_email", "signin_limit_per_address"):
+        if reason := _rate_limit_problem(getattr(settings, name)):
+            problems[name] = reason
+    return problems
+
+
+def _database_url_problem(url) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    # The URL is never quoted back: it may hold a password.
+    try:
+        parsed = make_url(url)
+        port = parsed.port
+    except (ArgumentError, ValueError, TypeError):
+        return "this value is not such a URL"
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        return f"{parsed.get_backend_name()!r} databases are not supported"
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"the driver {parsed.get_driver_name()!r} is not known (use psycopg)"
+    if port is not None and not 0 < port < 65536:
+        return "the port is out of range"
+    return None
+
+
+def _redis_url_problem(url, memory_ok: bool) -> str | None:
+    if url is None or (memory_ok and url == "memory://"):
+        return None
+    accepts = "accepts redis://[:password@]host[:port][/db] or rediss://…" + (" or memory://" if memory_ok else "")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, AttributeError):
+        return f"{accepts}; this value is not such a URL"
+    if parts.scheme not in ("redis", "rediss"):
+        return f"{accepts}; {parts.scheme or 'no scheme'!r} is not one of them"
+    if not parts.hostname:
+        return f"{accepts}; the host is missing"
+    if port is not None and not 0 < port < 65536:
+        return f"{accepts}; the port is out of range"
+    if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        return f"{accepts}; the database after the host must be a number"
+    return None
+
+
+def _http_url_problem(url) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, AttributeError):
+        return "this value is not such a URL"
+    if parts.scheme not in ("http", "https"):
+        return f"{parts.scheme or 'no scheme'!r} is not http or https"
+    if not parts.hostname:
+        return "the host is missing"
+    if port is not None and not 0 < port < 65536:
+        return "the port is out of range"
+    return None
+
+
+def _rate_limit_problem(text) -> str | None:
+    from limits import parse
+
+    try:
+        parse(text)
+    except (ValueError, TypeError):
+        return f"accepts a limit such as '10 per 15 minutes' or '100/hour', not {text!r}"
+    return None
+
+
 def load_settings(**overrides) -> Settings:
-    """Build settings from ``SCRIPTORIUM_*`` environment variables, then apply ``overrides``."""
-    values = {}
+    """Build settings from ``SCRIPTORIUM_*`` environment variables, then apply ``overrides``; raise
+    ``SettingsError`` listing every bad setting at once."""
+    values, problems = {}, {}
     for name in Settings.__dataclass_fields__:
         raw = _env(name.upper())
-        if raw is not None and raw != "":
-            values[name] = _parse(name, raw)
+        if raw is not None and raw != "" and name not in overrides:
+            try:
+                values[name] = _parse(name, raw)
+            except ValueError as exc:
+                problems[name] = str(exc)
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    # A setting that did not parse keeps its default meanwhile: it is reported once, as it was written.
+    problems = {**_problems(settings), **problems}
+    if problems:
+        raise SettingsError([f"{variable(name)}: {problems[name]}" for name in sorted(problems)])
+    return settings

@@ -47,6 +47,36 @@ def make_celery(app: Flask) -> Celery:
     return celery
 
 
+class BrokerUnavailable(Exception):
+    """The broker failed a readiness check; the message says why, naming no host or credential."""
+
+
+def ping_broker(url: str, timeout: float) -> str:
+    """Ask the broker's Redis for a PONG, one attempt bounded by ``timeout``; BrokerUnavailable says why not."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        client.ping()
+    except redis.TimeoutError as exc:
+        raise BrokerUnavailable(f"the broker did not answer within {timeout:g} s") from exc
+    except redis.AuthenticationError as exc:
+        raise BrokerUnavailable("the broker refused the credentials") from exc
+    except redis.ConnectionError as exc:
+        # redis-py's message names the host; the operating system's reason does not.
+        reason = exc.__context__.strerror if isinstance(exc.__context__, OSError) else None
+        raise BrokerUnavailable("cannot connect to the broker" + (f" ({reason})" if reason else "")) from exc
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"the broker failed ({type(exc).__name__})") from exc
+    finally:
+        client.close()
+    return "the broker answered"
+
+
 class CeleryDispatcher:
     """Sends job ids to the Celery workers."""
 

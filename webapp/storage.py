@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,12 @@ def content_disposition(file_name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
+class StoreCheckFailed(Exception):
+    """The object store failed a readiness check; the message says why, naming no host or credential."""
+
+
 class Backend(Protocol):
+    def check(self, timeout: float) -> str: ...  # a cheap call; StoreCheckFailed when the store cannot serve
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
     def open(self, key: str) -> BinaryIO: ...  # FileNotFoundError when there is no such key
     def move(self, source: str, target: str) -> None: ...
@@ -87,6 +93,18 @@ class LocalBackend:
         if not path.is_relative_to(self.root):
             raise ValueError(f"key escapes the store: {key!r}")
         return path
+
+    def check(self, timeout: float) -> str:
+        """Say the folder exists (made again if it went away, as a put would) and this process may write in it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreCheckFailed("the folder's path is taken by something that is not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreCheckFailed(f"the folder cannot be made ({exc.strerror})") from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreCheckFailed("the folder is not writable by this process")
+        return "the folder is writable"
 
     def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
         path = self.path_of(key)
@@ -180,6 +198,9 @@ class S3Backend:
             retries={"max_attempts": 2, "mode": "standard"},
         )
         self.bucket = bucket
+        self._config, self._client_args = config, {"endpoint_url": endpoint_url, "region_name": region}
+        self._check_clients: dict[float, object] = {}
+        self._check_lock = threading.Lock()
         # s3transfer holds each part of a file object in memory while sending it: bound how many at once,
         # so a 1 GB upload costs the web process tens of megabytes, not a hundred.
         self.transfer = TransferConfig(multipart_chunksize=8 * CHUNK, max_concurrency=3, max_io_queue=3)
@@ -188,6 +209,50 @@ class S3Backend:
         self.public_client = boto3.client(
             "s3", endpoint_url=public_endpoint_url or endpoint_url, region_name=region, config=config
         )
+
+    def check(self, timeout: float) -> str:
+        """HEAD the bucket with one attempt bounded by ``timeout`` (to connect, then to answer)."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            ReadTimeoutError,
+        )
+
+        try:
+            self._check_client(timeout).head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreCheckFailed("the bucket does not exist (`scriptorium init` creates it)") from exc
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StoreCheckFailed("the object store refused these credentials for the bucket") from exc
+            raise StoreCheckFailed(f"the object store answered with the error {code[:40]!r}") from exc
+        except (ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise StoreCheckFailed(f"the object store did not answer within {timeout:g} s") from exc
+        except EndpointConnectionError as exc:
+            raise StoreCheckFailed("cannot connect to the object store") from exc
+        except NoCredentialsError as exc:
+            raise StoreCheckFailed("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from exc
+        except BotoCoreError as exc:
+            raise StoreCheckFailed(f"the object store failed ({type(exc).__name__})") from exc
+        return "the bucket answered"
+
+    def _check_client(self, timeout: float):
+        """A client for checks: one attempt, short timeouts (the request path's client retries and waits longer)."""
+        import boto3
+        from botocore.config import Config
+
+        with self._check_lock:
+            if timeout not in self._check_clients:
+                config = self._config.merge(
+                    Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1})
+                )
+                # A session of its own: boto3's default session may not make clients on several threads at once.
+                self._check_clients[timeout] = boto3.session.Session().client("s3", config=config, **self._client_args)
+            return self._check_clients[timeout]
 
     def ensure_bucket(self) -> bool:
         """Create the bucket when it does not exist yet; True when it had to be created."""

@@ -1,1 +1,1 @@
-"""Liveness of the web process."""
+"""Liveness and readiness of the web process."""
