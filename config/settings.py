@@ -250,8 +250,8 @@ def _redis_url_problem(url, memory_ok: bool) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except (ValueError, AttributeError):
-        return f"{accepts}; this value is not such a URL"
+    except (ValueError, AttributeError) as exc:
+        return f"{accepts}; {_urlsplit_problem(exc)}"
     if parts.scheme not in ("redis", "rediss"):
         return f"{accepts}; {parts.scheme or 'no scheme'!r} is not one of them"
     if not parts.hostname:
@@ -267,8 +267,8 @@ def _http_url_problem(url) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except (ValueError, AttributeError):
-        return "this value is not such a URL"
+    except (ValueError, AttributeError) as exc:
+        return _urlsplit_problem(exc)
     if parts.scheme not in ("http", "https"):
         return f"{parts.scheme or 'no scheme'!r} is not http or https"
     if not parts.hostname:
@@ -276,6 +276,10 @@ def _http_url_problem(url) -> str | None:
     if port is not None and not 0 < port < 65536:
         return "the port is out of range"
     return None
+
+
+def _urlsplit_problem(exc: Exception) -> str:
+    return "the port is out of range" if "out of range" in str(exc) else "this value is not such a URL"
 
 
 def _rate_limit_problem(text) -> str | None:
