@@ -44,13 +44,15 @@ query parameters are ignored.
 """
 
 import logging
+import time
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings, load_settings
+from webapp import logs, telemetry
 from webapp.admin import blp as admin_blp
 from webapp.auth import register_auth
 from webapp.common.api import Api
@@ -60,6 +62,7 @@ from webapp.extensions import db, queue, signin_throttle, store
 from webapp.files.routes import blp as files_blp
 from webapp.health.routes import blp as health_blp
 from webapp.jobs.routes import blp as jobs_blp
+from webapp.metrics.routes import make_blueprint as metrics_blueprint
 from webapp.records.routes import blp as records_blp
 from webapp.scripts.routes import blp as scripts_blp
 from webapp.services import job_kinds, jobs
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.merge_slashes = False  # '//' is a 404 like any unknown path, not a redirect
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     configure_logger(app)
+    register_request_hooks(app)
     register_extensions(app)
     register_blueprints(app)
     register_auth(app)
@@ -132,8 +136,73 @@ def add_security_headers(response):
 
 
 def configure_logger(app: Flask) -> None:
-    """Log to stderr at the configured level."""
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Log to stderr at the configured level, as text or JSON lines (``LOG_FORMAT``)."""
+    logs.configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+
+
+request_log = logging.getLogger("scriptorium.request")
+# Path parts that are secrets themselves (a signed download's token): the raw path in a log line hides them.
+SECRET_PATH_PARTS = {"token"}
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Give every request an id (``X-Request-ID``), count it in the metrics and log one line for it. Registered
+    before every other hook, so a request refused by a later one is counted and logged too."""
+    app.before_request(start_request)
+    app.after_request(end_request)
+    app.teardown_request(leave_request)
+
+
+def start_request() -> None:
+    """Take the caller's request id (or make one) for the response, the log lines and the jobs of the request."""
+    g.request_started = time.perf_counter()
+    g.request_id = logs.accepted_request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+    logs.bind(request_id=g.request_id)
+    telemetry.HTTP_IN_FLIGHT.inc()
+
+
+def end_request(response):
+    """Send the request id back, count the request and log it."""
+    seconds = time.perf_counter() - g.request_started
+    response.headers[logs.REQUEST_ID_HEADER] = g.request_id
+    route = request.url_rule.rule if request.url_rule is not None else None
+    telemetry.observe_request(request.method, route, response.status_code, seconds)
+    path = _loggable_path()
+    request_log.info(
+        "%s %s %s %.1f ms",
+        request.method,
+        path,
+        response.status_code,
+        seconds * 1000,
+        extra={
+            "method": request.method,
+            "route": route or telemetry.UNMATCHED,
+            "path": path,
+            "status": response.status_code,
+            "duration_ms": round(seconds * 1000, 3),
+            "account": str(g.account_id) if g.get("account_id") else None,
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response
+
+
+def leave_request(exc) -> None:
+    """The request is over: it no longer counts as in flight, and later lines of this thread are not its own."""
+    if g.pop("request_started", None) is not None:
+        telemetry.HTTP_IN_FLIGHT.dec()
+    logs.unbind()
+
+
+def _loggable_path() -> str:
+    """The raw path, with the parts that are secrets (``SECRET_PATH_PARTS``) replaced by their name."""
+    secret = SECRET_PATH_PARTS.intersection(request.view_args or {})
+    if not secret:
+        return request.path
+    path = request.path
+    for name in secret:
+        path = path.replace(str(request.view_args[name]), f"<{name}>")
+    return path
 
 
 def register_extensions(app: Flask) -> None:
@@ -142,6 +211,7 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     store.init_app(app)
     app.extensions["job_handlers"] = dict(job_kinds.HANDLERS)
+    telemetry.watch_pool(app.extensions["database"])
     queue.init_app(app, run_job=jobs.run_job, sweep=jobs.sweep)
     signin_throttle.init_app(app)
     # The in-process queue's sweeper starts with the first request (it also resumes unfinished jobs).
@@ -155,6 +225,7 @@ def register_blueprints(app: Flask) -> None:
     api = app.extensions["api"] = Api(app)
     for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, tokens_blp, health_blp):
         api.register_blueprint(blp)
+    app.register_blueprint(metrics_blueprint(public=app.config["METRICS_PUBLIC"]))
     app.register_blueprint(files_blp)
     app.register_blueprint(admin_blp)
     app.register_blueprint(

@@ -274,6 +274,8 @@ class Job(HasIdAndCreatedAt, Base):
     requested_by: Mapped[str] = mapped_column(String(255), default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The X-Request-ID of the request that created the job: its log lines carry it too.
+    request_id: Mapped[str | None] = mapped_column(String(128))
     # Input items fully handled and committed; a resumed job skips them.
     checkpoint: Mapped[int] = mapped_column(BigInteger, default=0)
     attempts: Mapped[int] = mapped_column(default=0)

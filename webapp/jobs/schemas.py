@@ -27,6 +27,9 @@ class JobSchema(ResponseSchema):
     failed = ma.fields.Integer()
     errors = ma.fields.List(ma.fields.Nested(JobErrorSchema), metadata={"description": "The first 100 failed rows."})
     error_description = ma.fields.String(allow_none=True, metadata={"description": "Why the job failed."})
+    request_id = ma.fields.String(
+        allow_none=True, metadata={"description": "The X-Request-ID of the request that created the job."}
+    )
     created_at = Timestamp()
     started_at = Timestamp(allow_none=True)
     finished_at = Timestamp(allow_none=True)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
-from webapp import bulk_sql
+from webapp import bulk_sql, telemetry
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
 from webapp.fields import unstorable_text
@@ -223,6 +223,7 @@ def _store_chunk(job: Job, worker: str, references: RecordReferences, associated
         total=chunk.total,
     )
     db.session.commit()
+    telemetry.count_rows(inserted=inserted, duplicate=len(rows) - inserted, failed=len(errors))
 
 
 def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tuple]:

@@ -8,18 +8,20 @@ worker died); a job claimed more than ``JOB_MAX_ATTEMPTS`` times fails, so nothi
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from webapp import logs, telemetry
 from webapp.errors import ConflictError
 from webapp.extensions import db, queue, store
-from webapp.models import Job, JobState, UTCDateTime, utcnow
+from webapp.models import Job, JobKind, JobState, UTCDateTime, utcnow
 from webapp.services.common import get_or_404
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,10 @@ def _abandon(job: Job) -> list[str]:
 
 
 def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
-    """A queued job, added to the session (the caller commits, then calls ``dispatch``)."""
+    """A queued job, added to the session (the caller commits, then calls ``dispatch``); it keeps the id of the
+    request creating it."""
     fields.setdefault("id", uuid.uuid4())
+    fields.setdefault("request_id", logs.current_request_id())
     job = Job(kind=kind, script_id=script_id, params=params, dispatched_at=utcnow(), **fields)
     db.session.add(job)
     return job
@@ -231,14 +235,50 @@ def _run_handler(job: Job, worker: str) -> None:
 
 
 def run_job(job_id: uuid.UUID, worker: str) -> None:
-    """Claim the job and run its handler to the end, a retry, or a failure; idempotent."""
+    """Claim the job and run its handler to the end, a retry, or a failure; idempotent. Its log lines carry the
+    job and the id of the request that created it; its end is logged with its rows and counted in the metrics."""
+    started = time.perf_counter()
     job = claim(job_id, worker)
     if job is None:
         return
+    with logs.bound(job_id=str(job.id), kind=job.kind, attempt=job.attempts, request_id=job.request_id):
+        log.info("Job %s (%s) starts, attempt %s", job.id, job.kind, job.attempts)
+        outcome = _run_claimed(job, worker)
+        seconds = time.perf_counter() - started
+        telemetry.observe_job_run(job.kind, outcome, seconds)
+        _log_end(job.id, outcome, seconds)
+
+
+def _log_end(job_id: uuid.UUID, outcome: str, seconds: float) -> None:
+    """Log how the run ended, with the job's state and row counts as the table has them now."""
+    state, rows = None, {}
+    try:
+        job = db.session.get(Job, job_id, populate_existing=True)
+        if job is not None:
+            state = job.state
+            rows = {name: getattr(job, name) for name in ("processed", "inserted", "duplicates", "failed")}
+    except DBAPIError:
+        pass  # the end is logged all the same, without its counts
+    finally:
+        db.session.rollback()
+    log.info(
+        "Job %s ends: %s in %.3f s, rows %s",
+        job_id,
+        outcome,
+        seconds,
+        " ".join(f"{name}={count}" for name, count in rows.items()) or "unknown",
+        extra={"outcome": outcome, "state": state, "rows": rows, "duration_ms": round(seconds * 1000, 3)},
+    )
+
+
+def _run_claimed(job: Job, worker: str) -> str:
+    """Run a claimed job; how this run ended: ``succeeded``, ``failed``, ``retry`` or ``stopped`` (cancelled or
+    taken over)."""
+    job_id = job.id
     max_attempts = current_app.config["JOB_MAX_ATTEMPTS"]
     if job.attempts > max_attempts:
         _give_up(job, worker, job.error_description or f"The job was started {max_attempts} times without ending.")
-        return
+        return "failed"
     if job.lost_runs >= MAX_LOST_RUNS:
         _give_up(
             job,
@@ -246,27 +286,30 @@ def run_job(job_id: uuid.UUID, worker: str) -> None:
             f"Its worker vanished {job.lost_runs} times at the same point ({job.checkpoint} rows done), e.g. "
             "killed for the memory it used; the job is not resumed again.",
         )
-        return
+        return "failed"
     try:
         _run_handler(job, worker)
     except LeaseLost:
         db.session.rollback()
         log.info("Job %s was cancelled or taken over; stopping", job_id)
+        return "stopped"
     except RetryLater as exc:
         db.session.rollback()
         if job.attempts >= max_attempts:
             _give_up(job, worker, f"{exc} (gave up after {job.attempts} attempts)")
-        else:
-            _retry_later(job, worker, str(exc))
+            return "failed"
+        _retry_later(job, worker, str(exc))
+        return "retry"
     except JobFailed as exc:
         db.session.rollback()
         _give_up(job, worker, str(exc))
+        return "failed"
     except Exception:
         db.session.rollback()
         log.exception("Job %s failed", job_id)
         _give_up(job, worker, "The job stopped on an unexpected error; it has been logged.")
-    else:
-        _finish(job_id, worker, JobState.SUCCEEDED)
+        return "failed"
+    return "succeeded" if _finish(job_id, worker, JobState.SUCCEEDED) else "stopped"
 
 
 def sweep(limit: int = 100) -> int:
@@ -292,3 +335,35 @@ def sweep(limit: int = 100) -> int:
         log.info("Sweeper dispatches job %s again", job_id)
         queue.dispatch(job_id)
     return len(ids)
+
+
+@dataclass
+class JobsSnapshot:
+    """What the jobs table says at one moment, for the metrics: jobs by (kind, state), bulk rows by outcome, the
+    oldest queued job's creation time."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    oldest_queued: datetime | None = None
+
+
+def snapshot() -> JobsSnapshot:
+    """Count the jobs by kind and state (every known pair, zero included), their rows, the oldest queued job."""
+    counts = {(kind, state): 0 for kind in (JobKind.BULK_RECORDS, JobKind.RECORD_FILE) for state in _STATES}
+    for kind, state, count in db.session.execute(
+        select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
+    ):
+        counts[(kind, state)] = count
+    sums = db.session.execute(
+        select(
+            func.coalesce(func.sum(Job.inserted), 0),
+            func.coalesce(func.sum(Job.duplicates), 0),
+            func.coalesce(func.sum(Job.failed), 0),
+        )
+    ).one()
+    oldest = db.session.scalar(select(func.min(Job.created_at)).where(Job.state == JobState.QUEUED))
+    db.session.rollback()
+    return JobsSnapshot(counts, dict(zip(("inserted", "duplicate", "failed"), map(int, sums), strict=True)), oldest)
+
+
+_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)

@@ -1,0 +1,1 @@
+"""``GET /metrics``: the Prometheus scrape of this host's web processes."""
