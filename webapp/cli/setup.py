@@ -89,8 +89,10 @@ def serve(host, port, workers, threads):
             str(workers),
             "--threads",
             str(threads),
-            "--access-logfile",
-            "-",
+            # Multiprocess metrics and JSON logs for gunicorn itself; no access log: the app logs each request
+            # with its id, and without the secret part of a signed download's path.
+            "--config",
+            "python:config.gunicorn",
             "webapp:create_app()",
         ],
     )
@@ -99,11 +101,13 @@ def serve(host, port, workers, threads):
 @click.command()
 @click.option("--beat/--no-beat", default=False, help="Also run the sweeper's schedule in this process.")
 @click.option("--concurrency", default=2, show_default=True)
-def worker(beat, concurrency):
+@click.option("--metrics-port", default=9101, show_default=True, help="Serve Prometheus metrics here (0: off).")
+def worker(beat, concurrency, metrics_port):
     """Run a Celery worker (needs SCRIPTORIUM_BROKER_URL)."""
     if not load_settings().broker_url:
         raise click.ClickException("Set SCRIPTORIUM_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker.")
     args = [sys.executable, "-m", "celery", "-A", "workers.worker", "worker", "--concurrency", str(concurrency)]
+    args += ["--metrics-port", str(metrics_port)]
     os.execv(sys.executable, [*args, "-B"] if beat else args)
 
 
