@@ -225,7 +225,7 @@ def register_blueprints(app: Flask) -> None:
     api = app.extensions["api"] = Api(app)
     for blp in (scripts_blp, records_blp, experiments_blp, sites_blp, jobs_blp, tokens_blp, health_blp):
         api.register_blueprint(blp)
-    app.register_blueprint(metrics_blueprint(public=app.config["METRICS_PUBLIC"]))
+    api.register_blueprint(metrics_blueprint(public=app.config["METRICS_PUBLIC"]))
     app.register_blueprint(files_blp)
     app.register_blueprint(admin_blp)
     app.register_blueprint(
