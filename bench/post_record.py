@@ -1,4 +1,7 @@
-"""Single-record multipart POSTs under gunicorn, against GET /api/health of the same server in the same run."""
+"""Single-record multipart POSTs under gunicorn, against GET /api/health of the same server in the same run; and
+the same POSTs to a second server with metrics and logs on (multiprocess metrics as `scriptorium serve` runs them,
+a JSON line per request) against the first with both off (metrics in the process's own registry, no request lines:
+the hooks cannot be removed), in alternating rounds."""
 
 import http.client
 import itertools
@@ -20,6 +23,7 @@ THREADS = 8
 WARMUP = 200
 ROUNDS = 5
 RATIO_TARGET = 0.2
+OBSERVED_TARGET = 0.9  # observability may cost at most 10%
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SCRIPT_DATA = json.dumps({"plot": 17, "genotype": "G-00017", "height_cm": 61.5, "ndvi": 0.71, "leaf_count": 12})
 
@@ -73,9 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     support.print_header("post_record", argv, args.n, what)
     with support.scratch_database() as url, tempfile.TemporaryDirectory(prefix="scriptorium-bench-") as tmp:
         env = support.app_env(url, Path(tmp))
+        observed_env = support.app_env(
+            url,
+            Path(tmp) / "observed",
+            LOG_FORMAT="json",
+            LOG_LEVEL="INFO",
+            METRICS_DIR=str(Path(tmp) / "metrics"),
+            METRICS_PUBLIC="1",
+        )
+        observed_env["GUNICORN_CMD_ARGS"] = "--config python:config.gunicorn"
+        (Path(tmp) / "observed").mkdir()
         token = support.api_token(url, Path(tmp))
         auth = {"Authorization": f"Bearer {token}"}
-        with support.gunicorn(env, Path(tmp) / "gunicorn.log") as server:
+        with (
+            support.gunicorn(env, Path(tmp) / "gunicorn.log") as server,
+            support.gunicorn(observed_env, Path(tmp) / "observed.log") as observed,
+        ):
             names = support.create_reference_data(support.api_session(token), server.url)
             path = f"/api/scripts/id/{names.pop('script_id')}/records"
 
@@ -88,25 +105,49 @@ def main(argv: list[str] | None = None) -> int:
                 body, content_type = multipart({"timestamp": timestamp, "script_data": SCRIPT_DATA, **names})
                 return "POST", path, body, {"Content-Type": content_type, **auth}
 
+            # The observed server's records get numbers of their own, past the other's.
+            offset = args.n + WARMUP
             load(server.url, WARMUP, health)
             load(server.url, WARMUP, post, first=args.n)
-            # Alternating rounds: a change in the machine's load during the run weighs on both kinds alike.
-            health_seconds = post_seconds = 0.0
+            load(observed.url, WARMUP, post, first=offset + args.n)
+            # Alternating rounds: a change in the machine's load during the run weighs on every kind alike.
+            health_seconds = post_seconds = observed_seconds = 0.0
             round_size = -(-args.n // ROUNDS)
             for start in range(0, args.n, round_size):
                 count = min(round_size, args.n - start)
                 health_seconds += load(server.url, count, health)
                 post_seconds += load(server.url, count, post, first=start)
+                observed_seconds += load(observed.url, count, post, first=offset + start)
+            scrape = support.api_session(token).get(f"{observed.url}/metrics", timeout=30).text
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in scrape.splitlines()
+            if line.startswith("scriptorium_http_requests_total{") and 'method="POST"' in line
+        )
+        request_lines = sum(
+            1 for line in (Path(tmp) / "observed.log").read_text().splitlines() if '"scriptorium.request"' in line
+        )
 
         with psycopg.connect(support.psycopg_url(url)) as conn:
             stored = conn.execute("SELECT count(*) FROM script_records").fetchone()[0]
-        if stored != args.n + WARMUP:
-            raise RuntimeError(f"{stored:,} records are stored, expected {args.n + WARMUP:,}")
+        if stored != 2 * (args.n + WARMUP):
+            raise RuntimeError(f"{stored:,} records are stored, expected {2 * (args.n + WARMUP):,}")
+        if counted < args.n + WARMUP or request_lines < args.n + WARMUP:
+            raise RuntimeError(f"the observed server counted {counted:,.0f} POSTs and logged {request_lines:,} lines")
         baseline, result = args.n / health_seconds, args.n / post_seconds
+        observed_result = args.n / observed_seconds
         print(f"baseline: GET /api/health: {args.n:,} requests in {health_seconds:.2f} s = {baseline:,.0f} req/s")
         print(f"result:   POST {{id}}/records form: {args.n:,} requests in {post_seconds:.2f} s = {result:,.0f} req/s")
-        print(f"check:    every response was 200; {stored:,} records stored (N + {WARMUP} warm-up)")
+        print(
+            f"observed: the same POSTs, multiprocess metrics and JSON request lines on: {args.n:,} requests in "
+            f"{observed_seconds:.2f} s = {observed_result:,.0f} req/s"
+        )
+        print(
+            f"check:    every response was 200; {stored:,} records stored (2 × (N + {WARMUP} warm-up)); the "
+            f"observed server counted {counted:,.0f} POSTs and wrote {request_lines:,} request lines"
+        )
         support.print_ratio("ratio", result / baseline, RATIO_TARGET)
+        support.print_ratio("observability ratio (on / off)", observed_result / result, OBSERVED_TARGET)
     return 0
 
 
