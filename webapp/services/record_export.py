@@ -1,11 +1,11 @@
 """Table exports of a script's records (CSV, Parquet): the record fields, then one column per ``script_data`` key.
 
-An export is one read-only transaction on one connection: a first statement asks the database which top-level
-keys the matching records' ``script_data`` holds and of which JSON types, so the header (CSV) and the schema
-(Parquet) are fixed before the first byte; the second statement produces the rows, in the order of the NDJSON
-stream. On PostgreSQL that statement is a ``COPY … TO STDOUT (FORMAT csv)`` of the same rows as the stream, which
-is the CSV export as it comes; a Parquet export parses that text with pyarrow's CSV reader, told every column's
-type, and writes it out in row groups. On SQLite Python renders the same CSV text.
+An export is one read-only snapshot on one connection. Narrow statements on ``script_records`` alone first count
+the matching records and list the top-level keys of their ``script_data`` (for Parquet, with the JSON types each
+key takes), so the header or the schema is settled before the first byte. Then one statement produces the rows, in
+the order of the NDJSON stream: on PostgreSQL a ``COPY … TO STDOUT (FORMAT csv)``, which is the CSV export as it
+comes and which a Parquet export parses with pyarrow's CSV reader, told every column's type, into row groups. On
+SQLite Python renders the same CSV text.
 """
 
 import io
