@@ -47,6 +47,19 @@ def test_services_start_once_what_they_need_is_healthy():
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
 
 
+def test_prometheus_scrapes_services_of_the_compose_file_with_what_it_mounts():
+    """Each scrape job of deploy/prometheus/prometheus.yml names a compose service, and the token file it reads
+    is mounted into the prometheus service."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    mounted = {volume["target"] for volume in services["prometheus"]["volumes"] if isinstance(volume, dict)}
+    for job in config["scrape_configs"]:
+        for discovery in job["dns_sd_configs"]:
+            assert set(discovery["names"]) <= set(services), job["job_name"]
+        if "authorization" in job:
+            assert job["authorization"]["credentials_file"] in mounted, job["job_name"]
+
+
 def test_the_web_health_check_fails_while_a_dependency_does(postgresql_url, tmp_path):
     """The compose file's own web health check, run against gunicorn: it passes while the broker answers and
     fails once the tests' own redis-server stops."""
