@@ -12,7 +12,7 @@ import requests
 from psycopg import sql
 
 from bench import support
-from bench.stream_records import seed
+from bench.stream_records import RECORD_ROWS_SQL, seed
 
 DEFAULT_N = 1_000_000
 RATIO_TARGET = 0.5
@@ -37,28 +37,13 @@ KEYS = sorted(
 )
 TABLE_COLUMNS = ", ".join(f"rec.script_data->>'{key}'" for key in KEYS)
 
-FIELDS_SQL = """
-COPY (
-    SELECT rec.id, rec.timestamp, rec.collection_date, rec.script_id, s.script_name, rec.script_run_id,
-           rec.dataset_id, d.dataset_name, rec.experiment_id, e.experiment_name, rec.season_id, se.season_name,
-           rec.site_id, si.site_name, rec.record_file, rec.file_name, rec.file_size, rec.file_sha256,
-           rec.file_content_type, rec.file_status, rec.script_data, rec.record_info {keys}
-    FROM script_records rec
-    JOIN scripts s ON s.id = rec.script_id
-    JOIN datasets d ON d.id = rec.dataset_id
-    JOIN experiments e ON e.id = rec.experiment_id
-    JOIN seasons se ON se.id = rec.season_id
-    JOIN sites si ON si.id = rec.site_id
-    WHERE rec.script_id = {script}
-    ORDER BY rec.timestamp, rec.id
-) TO STDOUT (FORMAT csv)
-"""
+FIELDS_SQL = "COPY (" + RECORD_ROWS_SQL + ") TO STDOUT (FORMAT csv)"
 
 
 def copy_baseline(url: str, script_id: str, with_keys: bool) -> tuple[int, int, float]:
     """Lines, bytes and seconds of PostgreSQL's COPY of the script's rows as CSV (with the key columns or not)."""
     keys = sql.SQL(", " + TABLE_COLUMNS if with_keys else "")
-    query = sql.SQL(FIELDS_SQL).format(script=sql.Literal(script_id), keys=keys)
+    query = sql.SQL(FIELDS_SQL).format(script=sql.Literal(script_id), more=keys)
     lines = size = 0
     with psycopg.connect(support.psycopg_url(url), options="-c timezone=UTC") as conn:
         started = time.perf_counter()
