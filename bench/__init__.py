@@ -5,6 +5,7 @@ BENCHMARKS = (
     "export_records",
     "client_frames",
     "post_record",
+    "read_paths",
     "record_file",
     "bulk_ingest",
     "worker_files",
