@@ -1,11 +1,20 @@
-"""API tokens: stored as SHA-256, their secret shown once, at most the role of the account they belong to."""
+"""API tokens: stored as SHA-256, their secret shown once, at most the role of the account they belong to.
+
+A process keeps the grant it looked up for up to ``GRANT_CACHE_SECONDS``, so most API calls make no round trip
+for their token. A revocation (or a change of the account's role) therefore takes effect at once in the process
+that made it and within ``GRANT_CACHE_SECONDS`` in every other one; an expiry date is checked on every call.
+"""
 
 import hashlib
 import secrets
+import threading
+import time
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from flask import current_app
+from sqlalchemy import bindparam, event, select, update
+from sqlalchemy.orm import Session
 
 from webapp.errors import ForbiddenError, NotFoundError
 from webapp.extensions import db
@@ -13,6 +22,10 @@ from webapp.models import Account, ApiToken, Role, utcnow
 from webapp.services.common import commit
 
 TOKEN_PREFIX = "scr_"
+# The longest a revocation waits to reach every process (README, Authentication).
+GRANT_CACHE_SECONDS = 5.0
+# Past this many live tokens cached by one app, the cache starts over rather than grow.
+GRANT_CACHE_SIZE = 10_000
 
 # Built once: every API request looks its token up.
 TOKEN_GRANT = (
@@ -57,13 +70,69 @@ def create_token(
     return token, secret
 
 
+class _Changes:
+    """How many times this process has changed a token or an account: a cached grant older than the last change
+    is looked up again, so the process's own revocations take effect at once."""
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+_changes = _Changes()
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changes(session: Session, _context) -> None:
+    # Counted at the commit: a lookup between the flush and the commit still reads the old row.
+    if any(isinstance(item, (ApiToken, Account)) for item in (*session.new, *session.dirty, *session.deleted)):
+        session.info["changes_tokens"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _count_changes(session: Session) -> None:
+    if session.info.pop("changes_tokens", False):
+        _changes.bump()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_changes(session: Session) -> None:
+    session.info.pop("changes_tokens", None)
+
+
 def token_grant(secret: str):
     """The live token with that secret (not revoked, not expired) with its account's current role, or None.
 
-    Read outside the request's transaction: one round trip on every API call.
+    Looked up outside the request's transaction, and kept for ``GRANT_CACHE_SECONDS`` (see the module).
     """
+    token_hash = hash_token(secret)
+    cache = current_app.extensions.setdefault("token_grants", {})
+    cached = cache.get(token_hash)
+    if cached is not None:
+        changes, loaded_at, grant = cached
+        if changes == _changes.count and time.monotonic() - loaded_at < GRANT_CACHE_SECONDS:
+            return grant if grant.expires_at is None or grant.expires_at > utcnow() else None
+    # Read the counter before the lookup: a change committed during it makes the entry stale, never hidden.
+    changes, loaded_at = _changes.count, time.monotonic()
+    grant = _look_up_grant(token_hash)
+    if grant is None:
+        # Unknown tokens are not kept: a caller sending random ones must not grow the cache.
+        cache.pop(token_hash, None)
+        return None
+    if len(cache) >= GRANT_CACHE_SIZE:
+        cache.clear()
+    cache[token_hash] = (changes, loaded_at, grant)
+    return grant
+
+
+def _look_up_grant(token_hash: str):
+    """The live token row with that hash and its account's role, from the database; None when there is none."""
     with db.autocommit() as connection:
-        grant = connection.execute(TOKEN_GRANT, {"token_hash": hash_token(secret)}).first()
+        grant = connection.execute(TOKEN_GRANT, {"token_hash": token_hash}).first()
         now = utcnow()
         if grant is None or grant.revoked_at is not None or (grant.expires_at and grant.expires_at <= now):
             return None
