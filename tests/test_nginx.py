@@ -368,3 +368,32 @@ def test_serve_names_the_port_variable_when_the_port_is_taken_and_says_how_to_ge
     started = CliRunner().invoke(main, ["serve", "--port", str(port)])
     assert started.exit_code == 0
     assert "tokens create admin@localhost" in started.output
+
+
+def test_the_access_log_never_shows_a_download_token(stack, reference, tmp_path_factory):
+    """A local-store download through nginx works, and nginx's access log shows its route, not the signed token."""
+    base, _, token = stack
+    http = authorized(token)
+    names = {k: v for k, v in reference.items() if k != "script_id"}
+    # A time no other test of the module's shared script uses.
+    form = {"timestamp": "2031-01-01T00:00:00Z", **names}
+    posted = http.post(
+        f"{base}/api/scripts/id/{reference['script_id']}/records",
+        data=form,
+        files={"record_file": ("plot.txt", b"leaf area 41.5\n", "text/plain")},
+    )
+    assert posted.status_code == 200, posted.text
+    record = posted.json()
+    wait_until(
+        lambda: http.get(f"{base}/api/scripts/records/id/{record['id']}").json(),
+        lambda r: r["file_status"] != "pending",
+    )
+    redirect = http.get(f"{base}/api/scripts/records/id/{record['id']}/download", allow_redirects=False)
+    assert redirect.status_code == 307
+    signed = urlsplit(redirect.headers["Location"]).path
+    assert signed.startswith("/files/")
+    assert requests.get(base + signed, timeout=30).content == b"leaf area 41.5\n"
+    (log,) = tmp_path_factory.getbasetemp().glob(f"nginx[0-9]*/nginx-{urlsplit(base).port}.log")
+    logged = wait_until(log.read_text, lambda text: "/files/<token>" in text, timeout=10)
+    assert "/files/<token>" in logged
+    assert signed.removeprefix("/files/") not in logged
