@@ -63,10 +63,61 @@ class Parser(FlaskParser):
 
 
 class Schema(ma.Schema):
-    """Base schema of request and response bodies: unknown fields are an error."""
+    """Base schema of request and response bodies: unknown fields are an error.
+
+    Dumping reads each field's value and formats it directly when nothing of marshmallow's generic path would
+    change the result (no custom accessors, defaults or dotted attributes), which makes a list several times faster.
+    """
 
     class Meta:
         unknown = ma.RAISE
+
+    def _serialize(self, obj, *, many: bool = False):
+        plan = self.__dict__.get("_dump_plan", False)
+        if plan is False:
+            plan = self.__dict__["_dump_plan"] = self._make_dump_plan()
+        if plan is None:
+            return super()._serialize(obj, many=many)
+        if many and obj is not None:
+            return [self._dump_one(plan, item) for item in obj]
+        return self._dump_one(plan, obj)
+
+    def _make_dump_plan(self) -> list | None:
+        """(key, attribute, formatter) for each dumped field; None when one needs marshmallow's generic path."""
+        if type(self).get_attribute is not ma.Schema.get_attribute:
+            return None
+        plan = []
+        for name, field in self.dump_fields.items():
+            attribute = field.attribute if field.attribute is not None else name
+            generic = (
+                type(field).serialize is not ma.fields.Field.serialize
+                or type(field).get_value is not ma.fields.Field.get_value
+                or not field._CHECK_ATTRIBUTE
+                or field.dump_default is not ma.missing
+                or "." in attribute
+            )
+            if generic:
+                return None
+            plan.append((field.data_key if field.data_key is not None else name, attribute, field._serialize))
+        return plan
+
+    def _dump_one(self, plan: list, obj) -> dict:
+        result = self.dict_class()
+        # marshmallow.utils.get_value without the dotted paths: an item first, else an attribute.
+        if hasattr(obj, "__getitem__"):
+            for key, attribute, formatter in plan:
+                try:
+                    value = obj[attribute]
+                except (KeyError, IndexError, TypeError, AttributeError):
+                    value = getattr(obj, attribute, ma.missing)
+                if value is not ma.missing:
+                    result[key] = formatter(value, attribute, obj)
+        else:
+            for key, attribute, formatter in plan:
+                value = getattr(obj, attribute, ma.missing)
+                if value is not ma.missing:
+                    result[key] = formatter(value, attribute, obj)
+        return result
 
 
 class ResponseSchema(Schema):
