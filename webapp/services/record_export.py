@@ -93,6 +93,7 @@ class ExportStream:
         self._connection: Connection | None = connection
         self._chunks = chunks
         self._error_line = error_line
+        self._drained = False
 
     def __iter__(self) -> "ExportStream":
         return self
@@ -103,6 +104,11 @@ class ExportStream:
         try:
             return next(self._chunks)
         except StopIteration:
+            if not self._drained:
+                # The server holds the chunk it sent last until it gets the next one: an empty one lets it drop
+                # that before close() gives the freed memory back.
+                self._drained = True
+                return b""
             self.close()
             raise
         except Exception:
@@ -121,6 +127,10 @@ class ExportStream:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+            # pyarrow's pool (mimalloc) and glibc both keep what a Parquet export freed for later: measured, a
+            # 200k-record export left the worker 45 MB larger, and the next one in another thread 23 MB more.
+            pa.default_memory_pool().release_unused()
+            bulk_sql.release_free_memory()
 
 
 def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExport:
