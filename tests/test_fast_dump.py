@@ -113,3 +113,19 @@ def test_fields_the_direct_path_cannot_take_fall_back_to_marshmallow():
     ):
         assert schema._make_dump_plan() is None
         assert schema.dump(obj) == expected
+
+
+@pytest.mark.usefixtures("stored")
+def test_a_script_read_as_plain_rows_dumps_as_its_orm_object(client):
+    """The list and the single read, which read rows outside the session (on PostgreSQL the list written as JSON
+    by the database), answer what the ORM objects dump to."""
+    info = {"é": [1, 2.5, {"x": None}], "big": 12345678901234567890, "quote": 'a "b" \\ c'}
+    body = {"script_name": "tab\there ünï", "script_url": None, "script_extension": "py", "script_info": info}
+    assert client.post("/api/scripts", json=body).status_code == 200
+    objects = db.session.scalars(select(Script).order_by(Script.created_at, Script.id)).all()
+    expected = ScriptSchema().dump(objects, many=True)
+    assert client.get("/api/scripts/all").json == expected
+    assert client.get("/api/scripts", query_string={"script_name": "canopy-height"}).json == expected[:1]
+    assert client.get("/api/scripts/all", query_string={"offset": 1}).json == expected[1:]
+    assert client.get("/api/scripts/all", query_string={"offset": 2}).headers["X-Total-Count"] == "2"
+    assert [client.get(f"/api/scripts/id/{item.id}").json for item in objects] == expected

@@ -1,23 +1,69 @@
 """Limit/offset paging of a SQLAlchemy ``select()``."""
 
-from sqlalchemy import Select, func, select
+import marshmallow as ma
+from sqlalchemy import Select, cast, func, literal, select
+from sqlalchemy.types import Text as TextType
 
 from webapp.extensions import db
+from webapp.fields import JSONObject, Text, Timestamp
+
+# Fields whose JSON PostgreSQL writes exactly as their marshmallow formatting does (timestamps as iso_utc does,
+# the connection's zone being UTC): a page of those is written by the database, not by Python.
+DATABASE_JSON_FIELDS = (ma.fields.UUID, ma.fields.String, Text, Timestamp, JSONObject, ma.fields.Integer)
 
 
-def fetch_page(stmt: Select, *, limit: int, offset: int) -> tuple[list, int]:
+def fetch_page(stmt: Select, *, limit: int, offset: int, plain_rows: bool = False) -> tuple[list, int]:
     """Return one page of ``stmt``'s rows and the total count.
 
     The count rides along with the page as a window function (one round trip); only a page with no rows, where
-    there is nothing to carry it, counts on its own.
+    there is nothing to carry it, counts on its own. With ``plain_rows`` the page is read outside the request's
+    transaction as column mappings, not ORM objects: no BEGIN and ROLLBACK around it, and no identity map to fill.
     """
+    total_column = func.count().over().label("page_total")
+    if plain_rows:
+        with db.autocommit() as connection:
+            if limit > 0:
+                rows = connection.execute(stmt.add_columns(total_column).limit(limit).offset(offset)).all()
+                if rows:
+                    return [row._mapping for row in rows], rows[0][-1]
+                if offset == 0:
+                    return [], 0
+            return [], connection.scalar(_count(stmt))
     session = db.session
     if limit > 0:
-        total_column = func.count().over().label("page_total")
         rows = session.execute(stmt.add_columns(total_column).limit(limit).offset(offset)).unique().all()
         if rows:
             return [row[0] for row in rows], rows[0][-1]
         if offset == 0:
             return [], 0
-    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    return [], total
+    return [], session.scalar(_count(stmt))
+
+
+def database_json(schema: ma.Schema, stmt: Select):
+    """The SQL of a JSON object of ``schema``'s fields for a row of ``stmt``, when the database may write it
+    itself (PostgreSQL, every field a column of ``stmt`` of a kind in DATABASE_JSON_FIELDS); else None."""
+    if not db.is_postgresql:
+        return None
+    columns = stmt.selected_columns
+    parts = []
+    for name, field in schema.dump_fields.items():
+        attribute = field.attribute if field.attribute is not None else name
+        if type(field) not in DATABASE_JSON_FIELDS or field.dump_default is not ma.missing or attribute not in columns:
+            return None
+        parts += [literal(field.data_key if field.data_key is not None else name), columns[attribute]]
+    return cast(func.json_build_object(*parts), TextType)
+
+
+def fetch_json_page(stmt: Select, document, *, limit: int, offset: int) -> tuple[bytes, int]:
+    """One page of ``stmt``'s rows as a JSON array the database wrote (each row the ``document`` that
+    ``database_json`` gives) and the total count, in one round trip outside the request's transaction."""
+    page = stmt.with_only_columns(document, func.count().over()).limit(limit).offset(offset)
+    with db.autocommit() as connection:
+        rows = connection.execute(page).all() if limit > 0 else []
+        total = rows[0][1] if rows else 0 if offset == 0 and limit > 0 else connection.scalar(_count(stmt))
+    return ("[" + ",".join(row[0] for row in rows) + "]\n").encode(), total
+
+
+def _count(stmt: Select) -> Select:
+    """How many rows ``stmt`` matches, counted through a subquery."""
+    return select(func.count()).select_from(stmt.order_by(None).subquery())

@@ -24,7 +24,7 @@ blp = Blueprint("scripts", __name__, url_prefix="/api/scripts", description="Ana
 class AllScripts(MethodView):
     @blp.response(200, ScriptSchema(many=True))
     @blp.alt_response(404, description="There are no scripts at all.")
-    @blp.paginate(not_found="There are no scripts yet.")
+    @blp.paginate(not_found="There are no scripts yet.", rows_as=ScriptSchema)
     def get(self):
         """List every script, oldest first."""
         return scripts.search_scripts({})
@@ -35,7 +35,7 @@ class Scripts(MethodView):
     @blp.arguments(ScriptQueryArgsSchema, location="query")
     @blp.response(200, ScriptSchema(many=True))
     @blp.alt_response(404, description="No script matches.")
-    @blp.paginate(not_found="No script matches the search.")
+    @blp.paginate(not_found="No script matches the search.", rows_as=ScriptSchema)
     def get(self, filters):
         """Search scripts; the given parameters combine with AND."""
         return scripts.search_scripts(filters)
@@ -53,7 +53,7 @@ class ScriptById(MethodView):
     @blp.alt_response(404, description="Unknown script.")
     def get(self, script_id: uuid.UUID):
         """Get one script."""
-        return scripts.get_script(script_id)
+        return scripts.read_script(script_id)
 
     @blp.arguments(ScriptUpdateSchema(partial=True), required=False)
     @blp.response(200, ScriptSchema)
