@@ -162,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         env = support.app_env(url, Path(tmp))
         http = support.api_session(support.api_token(url, Path(tmp)))
         with support.gunicorn(env, Path(tmp) / "gunicorn.log") as server:
-            # Warm the worker (imports, connection pool, the streaming code path) before the RSS baseline.
+            # Warm the worker (imports, connection pool, the streaming code path) before the RSS baseline, and the
+            # code pages pyarrow touches only once it parses and writes rows (an hour of records of each format).
             http.get(f"{server.url}/api/scripts/id/{script_id}/records?site_name=none", timeout=30).raise_for_status()
+            for fmt in ("csv", "parquet"):
+                export_records.export(
+                    http, server.url, script_id, fmt, Path(tmp) / "warm", end_timestamp="2024-01-01T01:00:00Z"
+                )
             worker = support.worker_pid(server.pid)
             first_rss = support.memory(worker)["VmRSS"]
             readings = []
