@@ -10,6 +10,8 @@ from webapp.fields import JSONObject, Text, Timestamp
 # Fields whose JSON PostgreSQL writes exactly as their marshmallow formatting does (timestamps as iso_utc does,
 # the connection's zone being UTC): a page of those is written by the database, not by Python.
 DATABASE_JSON_FIELDS = (ma.fields.UUID, ma.fields.String, Text, Timestamp, JSONObject, ma.fields.Integer)
+# No table holds this many rows; past it the page is empty without asking, as the databases take no larger offset.
+MAX_OFFSET = 2**62
 
 
 def fetch_page(stmt: Select, *, limit: int, offset: int, plain_rows: bool = False) -> tuple[list, int]:
@@ -20,6 +22,8 @@ def fetch_page(stmt: Select, *, limit: int, offset: int, plain_rows: bool = Fals
     transaction as column mappings, not ORM objects: no BEGIN and ROLLBACK around it, and no identity map to fill.
     """
     total_column = func.count().over().label("page_total")
+    if offset > MAX_OFFSET:
+        limit = 0
     if plain_rows:
         with db.autocommit() as connection:
             if limit > 0:
@@ -57,6 +61,7 @@ def database_json(schema: ma.Schema, stmt: Select):
 def fetch_json_page(stmt: Select, document, *, limit: int, offset: int) -> tuple[bytes, int]:
     """One page of ``stmt``'s rows as a JSON array the database wrote (each row the ``document`` that
     ``database_json`` gives) and the total count, in one round trip outside the request's transaction."""
+    limit = 0 if offset > MAX_OFFSET else limit
     page = stmt.with_only_columns(document, func.count().over()).limit(limit).offset(offset)
     with db.autocommit() as connection:
         rows = connection.execute(page).all() if limit > 0 else []
