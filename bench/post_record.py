@@ -22,7 +22,7 @@ DEFAULT_N = 5_000
 THREADS = 8
 WARMUP = 200
 ROUNDS = 5
-RATIO_TARGET = 0.35  # issue 12; it was 0.2
+RATIO_TARGET = 0.35
 OBSERVED_TARGET = 0.9  # observability may cost at most 10%
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SCRIPT_DATA = json.dumps({"plot": 17, "genotype": "G-00017", "height_cm": 61.5, "ndvi": 0.71, "leaf_count": 12})
