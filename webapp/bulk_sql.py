@@ -147,6 +147,18 @@ def release_free_memory() -> None:
         trim(0)
 
 
+def releasing_memory(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks``, then an empty one, then the process's free memory given back (also when the client leaves).
+
+    The server holds the chunk it sent last until it gets the next one: the empty one lets it drop the last batch
+    (megabytes) before the trim, which would otherwise leave that batch's memory in the thread's arena."""
+    try:
+        yield from chunks
+        yield b""
+    finally:
+        release_free_memory()
+
+
 @functools.cache
 def _malloc_trim():
     try:

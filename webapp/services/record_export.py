@@ -93,7 +93,6 @@ class ExportStream:
         self._connection: Connection | None = connection
         self._chunks = chunks
         self._error_line = error_line
-        self._drained = False
 
     def __iter__(self) -> "ExportStream":
         return self
@@ -104,11 +103,6 @@ class ExportStream:
         try:
             return next(self._chunks)
         except StopIteration:
-            if not self._drained:
-                # The server holds the chunk it sent last until it gets the next one: an empty one lets it drop
-                # that before close() gives the freed memory back.
-                self._drained = True
-                return b""
             self.close()
             raise
         except Exception:
@@ -127,10 +121,10 @@ class ExportStream:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-            # pyarrow's pool (mimalloc) and glibc both keep what a Parquet export freed for later: measured, a
-            # 200k-record export left the worker 45 MB larger, and the next one in another thread 23 MB more.
+            # pyarrow's pool (mimalloc) keeps what a Parquet export freed for later (glibc's share is given back
+            # by releasing_memory): measured, a 200k-record export left the worker 45 MB larger, and the next one
+            # in another thread 23 MB more.
             pa.default_memory_pool().release_unused()
-            bulk_sql.release_free_memory()
 
 
 def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExport:
@@ -141,9 +135,11 @@ def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExp
     connection = db.engine.connect()
     try:
         total, columns = _table_shape(connection, stmt, script_id, filters, typed=format == "parquet")
-        produce = _copy_lines if _on_postgresql(connection) else _python_lines
-        lines = produce(connection, stmt, columns, spelled=format == "csv")
-        chunks = _csv(columns, lines) if format == "csv" else _parquet(columns, lines)
+        if _on_postgresql(connection):
+            lines = _copy_lines(connection, stmt, columns, spelled=format == "csv")
+        else:
+            lines = _python_lines(connection, stmt, columns)
+        chunks = bulk_sql.releasing_memory(_csv(columns, lines) if format == "csv" else _parquet(columns, lines))
     except BaseException:
         connection.close()
         raise
@@ -302,7 +298,7 @@ def _copy_lines(connection: Connection, stmt, columns: list[Column], spelled: bo
     return lines()
 
 
-def _python_lines(connection: Connection, stmt, columns: list[Column], spelled: bool) -> Iterator[bytes]:
+def _python_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
     """The same CSV lines as PostgreSQL's COPY, rendered in Python (SQLite; timestamps always spelled as in the
     NDJSON stream, which costs nothing more here)."""
     keys = [c.key for c in columns if c.key is not None]

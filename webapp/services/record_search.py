@@ -107,15 +107,4 @@ def record_conditions(script_id: uuid.UUID, filters: dict) -> list:
 def stream_records(script_id: uuid.UUID, filters: dict) -> Iterator[bytes]:
     """NDJSON lines of the matching records (404 for an unknown script is raised before streaming)."""
     stmt = record_rows(script_id, filters)
-    return _released(bulk_sql.stream_json_lines(db.engine, stmt))
-
-
-def _released(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """``chunks``, then an empty one, then the process's free memory given back (also when the client leaves)."""
-    try:
-        yield from chunks
-        # The server holds the chunk it sent last until it gets the next one: an empty one lets it drop the last
-        # batch (megabytes) before the trim below, which would otherwise leave it in the thread's arena.
-        yield b""
-    finally:
-        bulk_sql.release_free_memory()
+    return bulk_sql.releasing_memory(bulk_sql.stream_json_lines(db.engine, stmt))
