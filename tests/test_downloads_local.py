@@ -74,7 +74,7 @@ def test_local_keys_cannot_escape_the_store(app):
 
 
 def test_deleting_files_leaves_no_empty_folders_behind(client, app, stored_record):
-    """The local store removes the folders a record's file (and its staged upload) left empty."""
+    """The local store removes the folders a record's file left empty."""
     root = Path(app.config["STORAGE_LOCAL_DIR"])
     assert client.delete(f"/api/scripts/records/id/{stored_record['id']}").status_code == 200
     assert list(root.rglob("*")) == []

@@ -9,6 +9,7 @@ import marshmallow as ma
 import pytest
 
 from tests.conftest import db_job, record_form, wait_for_file
+from webapp.extensions import db
 from webapp.services.record_rules import RecordFields
 
 
@@ -339,29 +340,61 @@ def test_payload_integers_beyond_64_bits_are_kept_and_streamed(client, reference
     assert stdjson.loads(line)["script_data"] == {"n": 18446744073709551616}
 
 
-@pytest.mark.parametrize("crash", ["moved before the commit", "staged file lost"])
-def test_file_job_after_a_crash_finishes_or_fails_clearly(client, app, reference, records_url, held_jobs, crash):
-    """A file job run again after its file was already moved stores it; one whose file is gone fails, saying so."""
+def test_file_job_whose_upload_is_lost_fails_clearly(client, app, reference, records_url, held_jobs):
+    """The upload goes straight to the record's key (no staging copy); a job whose file is gone fails, saying so."""
     from webapp.extensions import store
     from webapp.services import jobs
 
     record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
     (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
-    staged = store.backend.path_of(db_job(job["id"]).params["staged_key"])
-    if crash == "moved before the commit":
-        store.backend.move(db_job(job["id"]).params["staged_key"], record["record_file"])
-    else:
-        staged.unlink()
+    uploaded = store.backend.path_of(db_job(job["id"]).params["key"])
+    assert uploaded == store.backend.path_of(record["record_file"])
+    uploaded.unlink()
     jobs.run_job(uuid.UUID(job["id"]), "test-worker")
     stored = client.get(f"/api/scripts/records/id/{record['id']}").json
     ended = client.get(f"/api/jobs/{job['id']}").json
-    if crash == "moved before the commit":
-        assert (ended["state"], stored["file_status"]) == ("succeeded", "ready")
-        assert stored["file_sha256"] == hashlib.sha256(b"leaf").hexdigest()
-    else:
-        assert (ended["state"], stored["file_status"]) == ("failed", "failed")
-        assert "lost" in ended["error_description"]
-        assert not staged.exists()
+    assert (ended["state"], stored["file_status"]) == ("failed", "failed")
+    assert "lost" in ended["error_description"]
+
+
+def test_a_local_file_changed_before_its_job_fails_and_goes(client, app, reference, records_url, held_jobs):
+    """The worker hashes a local file again: one whose bytes changed after the upload (same size) fails, and
+    the wrong bytes are deleted."""
+    from webapp.extensions import store
+    from webapp.services import jobs
+
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
+    (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
+    path = store.backend.path_of(record["record_file"])
+    path.write_bytes(b"lead")
+    jobs.run_job(uuid.UUID(job["id"]), "test-worker")
+    ended = client.get(f"/api/jobs/{job['id']}").json
+    stored = client.get(f"/api/scripts/records/id/{record['id']}").json
+    assert (ended["state"], stored["file_status"], stored["file_sha256"]) == ("failed", "failed", None)
+    assert "SHA-256" in ended["error_description"]
+    assert not path.exists()
+
+
+def test_a_file_job_queued_before_direct_uploads_is_still_stored(client, app, reference, records_url, held_jobs):
+    """A job of the earlier shape (the file at a staging key, no size or checksum sent) is hashed from the store
+    and moved to the record's key."""
+    from webapp.extensions import store
+    from webapp.services import jobs
+
+    record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
+    (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
+    staged = f"staging/{record['id']}"
+    store.backend.path_of(staged).parent.mkdir(parents=True, exist_ok=True)
+    store.backend.move(record["record_file"], staged)
+    stored_job = db_job(job["id"])
+    stored_job.params = {"record_id": record["id"], "staged_key": staged}
+    db.session.commit()
+    jobs.run_job(uuid.UUID(job["id"]), "test-worker")
+    stored = client.get(f"/api/scripts/records/id/{record['id']}").json
+    assert (stored["file_status"], stored["file_size"]) == ("ready", 4)
+    assert stored["file_sha256"] == hashlib.sha256(b"leaf").hexdigest()
+    assert store.backend.path_of(record["record_file"]).read_bytes() == b"leaf"
+    assert not store.backend.path_of(staged).exists()
 
 
 def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app, reference, records_url, held_jobs):
@@ -370,12 +403,12 @@ def test_cancelling_a_file_job_fails_the_file_and_removes_the_upload(client, app
 
     record = client.post(records_url, data=record_form(record_file=(io.BytesIO(b"leaf"), "a.png"))).json
     (job,) = client.get("/api/jobs", query_string={"kind": "record_file"}).json
-    staged = store.backend.path_of(db_job(job["id"]).params["staged_key"])
-    assert staged.read_bytes() == b"leaf"
+    uploaded = store.backend.path_of(db_job(job["id"]).params["key"])
+    assert uploaded.read_bytes() == b"leaf"
     assert client.post(f"/api/jobs/{job['id']}/cancel").json["state"] == "cancelled"
     assert client.get(f"/api/scripts/records/id/{record['id']}").json["file_status"] == "failed"
     assert client.get(f"/api/scripts/records/id/{record['id']}/download").status_code == 404
-    assert not staged.exists()
+    assert not uploaded.exists()
 
 
 @pytest.mark.parametrize("size", [10, 200_000])  # split by the app itself, and by werkzeug

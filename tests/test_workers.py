@@ -125,7 +125,8 @@ def counts(job: dict) -> dict:
 
 
 def test_record_file_goes_pending_then_ready_with_its_checksum(stack):
-    """A worker process moves the staged file to its key and records size and SHA-256."""
+    """A worker process checks the uploaded file against the checksum its store reports and records size and
+    SHA-256."""
     script = stack.seed()
     payload = os.urandom(3 * 1024 * 1024 + 17)
     form = {"timestamp": "2024-05-01T00:00:00Z", **ROW, "record_file": (io.BytesIO(payload), "scan.tif")}
@@ -214,7 +215,7 @@ def test_worker_killed_mid_job_is_resumed_with_the_same_counts(stack):
 
 
 def test_object_store_down_during_a_file_task_fails_after_retries(tmp_path, postgresql_url, machine_redis):
-    """With the S3 server stopped after the upload was staged, the job retries, then fails with a reason; the
+    """With the S3 server stopped after the upload, the job retries, then fails with a reason; the
     record says its file failed and offers no download."""
     with s3_server(tmp_path / "moto-down.log") as endpoint:
         stack = Stack(tmp_path, postgresql_url, endpoint, machine_redis, job_max_attempts=3)

@@ -4,11 +4,11 @@
 ``s3`` talks to any S3-protocol server through boto3 and hands out presigned URLs signed for the public endpoint.
 """
 
+import base64
 import hashlib
 import io
 import logging
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StoredFile:
-    """What the store learned while writing a file."""
+    """What the store learned while writing a file: its size, its SHA-256 (hex) and, for a store that keeps
+    checksums of its own, the one it reports for the object (S3's base64 ``ChecksumSHA256``, ``-N`` for N parts)."""
 
     size: int
     sha256: str
+    checksum: str | None = None
 
 
 def file_digest(stream: BinaryIO) -> StoredFile:
@@ -53,7 +55,8 @@ class StoreCheckFailed(Exception):
 
 class Backend(Protocol):
     def check(self, timeout: float) -> str: ...  # a cheap call; StoreCheckFailed when the store cannot serve
-    def put(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
+    def put(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile: ...
+    def verify(self, key: str, sent: StoredFile) -> bool: ...  # FileNotFoundError when there is no such key
     def open(self, key: str) -> BinaryIO: ...  # FileNotFoundError when there is no such key
     def move(self, source: str, target: str) -> None: ...
     def delete(self, keys: list[str]) -> None: ...  # missing keys are no error
@@ -106,16 +109,28 @@ class LocalBackend:
             raise StoreCheckFailed("the folder is not writable by this process")
         return "the folder is writable"
 
-    def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
+    def put(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
+        """Write ``stream`` to ``key``, hashing it on the way; a key that exists already is FileExistsError."""
         path = self.path_of(key)
         partial = path.with_name(path.name + ".partial")
+        digest, size = hashlib.sha256(), 0
         # 'xb' refuses to overwrite; the rename makes the file appear whole or not at all.
         with self._in_folder(partial, lambda: open(partial, "xb")) as out:
-            shutil.copyfileobj(stream, out, CHUNK)
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
         if path.exists():
             partial.unlink()
             raise FileExistsError(key)
         os.replace(partial, path)
+        return StoredFile(size=size, sha256=digest.hexdigest())
+
+    def verify(self, key: str, sent: StoredFile) -> bool:
+        """Hash the file again: a folder keeps no checksum of its own, and reading a local disk is cheap."""
+        with self.open(key) as stream:
+            stored = file_digest(stream)
+        return (stored.size, stored.sha256) == (sent.size, sent.sha256)
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path_of(key), "rb")
@@ -172,6 +187,8 @@ class S3Backend:
     """Files in an S3 bucket; downloads through presigned URLs signed for the public endpoint."""
 
     DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+    PART_SIZE = 8 * CHUNK  # a multipart upload's parts; a smaller file goes in one PutObject
+    MAX_PARTS = 10_000  # the most parts S3 takes in one upload
 
     def __init__(
         self,
@@ -183,7 +200,6 @@ class S3Backend:
         read_timeout: float = 30.0,
     ):
         import boto3
-        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         # S3-compatible servers reject the checksum headers boto3 >= 1.36 sends by default. The timeouts keep a
@@ -201,10 +217,6 @@ class S3Backend:
         self._config, self._client_args = config, {"endpoint_url": endpoint_url, "region_name": region}
         self._check_clients: dict[float, object] = {}
         self._check_lock = threading.Lock()
-        # s3transfer holds each part of a file object in memory while sending it: bound how many at once,
-        # so a 1 GB upload costs the web process tens of megabytes, not a hundred.
-        self.transfer = TransferConfig(multipart_chunksize=8 * CHUNK, max_concurrency=3, max_io_queue=3)
-        self.transfer.max_in_memory_upload_chunks = 3
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.public_client = boto3.client(
             "s3", endpoint_url=public_endpoint_url or endpoint_url, region_name=region, config=config
@@ -267,10 +279,11 @@ class S3Backend:
         self.client.create_bucket(Bucket=self.bucket)
         return True
 
-    def put(self, key: str, stream: BinaryIO, content_type: str) -> None:
+    def put(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
+        """Upload ``stream`` to ``key``, sending the SHA-256 of each request's bytes for the store to check."""
         start = stream.tell() if stream.seekable() else None
         try:
-            self._upload(key, stream, content_type)
+            return self._upload(key, stream, content_type)
         except Exception as exc:
             # A bucket emptied away (or never made) is made again, once, rather than failing every upload until
             # someone runs `scriptorium init`.
@@ -278,12 +291,90 @@ class S3Backend:
                 raise
             log.warning("The bucket %r was missing and has been created again", self.bucket)
             stream.seek(start)
-            self._upload(key, stream, content_type)
+            return self._upload(key, stream, content_type)
 
-    def _upload(self, key: str, stream: BinaryIO, content_type: str) -> None:
-        self.client.upload_fileobj(
-            _KeptOpen(stream), self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=self.transfer
-        )
+    def _upload(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
+        """One PutObject for a file smaller than a part, else a multipart upload of parts read one at a time
+        (one part in memory), each with its checksum; the whole file is hashed from the same reads."""
+        part_size = self._part_size(stream)
+        whole = hashlib.sha256()
+        part = _read_full(stream, part_size)
+        whole.update(part)
+        if len(part) < part_size:
+            checksum = _base64_sha256(part)
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=part,
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )
+            return StoredFile(size=len(part), sha256=whole.hexdigest(), checksum=checksum)
+        target = {"Bucket": self.bucket, "Key": key}
+        upload_id = self.client.create_multipart_upload(**target, ContentType=content_type, ChecksumAlgorithm="SHA256")[
+            "UploadId"
+        ]
+        try:
+            parts, digests, size = [], [], 0
+            while part:
+                digest = hashlib.sha256(part).digest()
+                checksum = base64.b64encode(digest).decode()
+                number = len(parts) + 1
+                answer = self.client.upload_part(
+                    **target,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=part,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+                parts.append({"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
+                digests.append(digest)
+                size += len(part)
+                part = _read_full(stream, part_size)
+                whole.update(part)
+            self.client.complete_multipart_upload(**target, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort_quietly(target, upload_id)
+            raise
+        # S3's checksum of a multipart object: the SHA-256 of its parts' SHA-256s, and how many parts there are.
+        composite = f"{_base64_sha256(b''.join(digests))}-{len(parts)}"
+        return StoredFile(size=size, sha256=whole.hexdigest(), checksum=composite)
+
+    def _part_size(self, stream: BinaryIO) -> int:
+        """``PART_SIZE``, or larger when a stream whose length is known would need more than ``MAX_PARTS``."""
+        if not stream.seekable():
+            return self.PART_SIZE
+        start = stream.tell()
+        remaining = stream.seek(0, io.SEEK_END) - start
+        stream.seek(start)
+        return max(self.PART_SIZE, -(-remaining // self.MAX_PARTS))
+
+    def _abort_quietly(self, target: dict, upload_id: str) -> None:
+        """Abort a multipart upload that failed (its parts would be kept, and billed, until aborted)."""
+        try:
+            self.client.abort_multipart_upload(**target, UploadId=upload_id)
+        except Exception:
+            log.warning("Could not abort the multipart upload of %s", target["Key"], exc_info=True)
+
+    def verify(self, key: str, sent: StoredFile) -> bool:
+        """Compare the size and SHA-256 checksum the store reports for ``key`` with what was sent; a store that
+        reports no checksum (or an object stored without one) is read back and hashed instead."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(key) from exc
+            raise
+        reported = head.get("ChecksumSHA256")
+        if reported is None or sent.checksum is None:
+            with self.open(key) as stream:
+                stored = file_digest(stream)
+            return (stored.size, stored.sha256) == (sent.size, sent.sha256)
+        return head["ContentLength"] == sent.size and same_checksum(sent.checksum, reported)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -332,17 +423,28 @@ class S3Backend:
         )
 
 
-class _KeptOpen:
-    """A stream as s3transfer is given it: s3transfer closes what it has sent, and a retry must read it again."""
+def same_checksum(sent: str, reported: str) -> bool:
+    """True when the store's ``reported`` checksum is the ``sent`` one. A multipart checksum ends in ``-N`` (N
+    parts); some stores (moto's HeadObject) leave that suffix off, so only a suffix both carry is compared."""
+    sent_value, _, sent_parts = sent.partition("-")
+    reported_value, _, reported_parts = reported.partition("-")
+    return sent_value == reported_value and (not sent_parts or not reported_parts or sent_parts == reported_parts)
 
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
 
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
+def _base64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
-    def close(self) -> None:
-        """Left to the stream's owner."""
+
+def _read_full(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes of ``stream``, fewer only at its end (a raw stream may answer a read with less)."""
+    data = stream.read(size)
+    if len(data) == size or not data:
+        return data
+    pieces, got = [data], len(data)
+    while got < size and (piece := stream.read(size - got)):
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def _missing_bucket(error: BaseException | None) -> bool:

@@ -3,6 +3,7 @@
 The rules a record follows, and the one statement that stores the usual record, are in ``record_rules``.
 """
 
+import dataclasses
 import logging
 import uuid
 
@@ -75,8 +76,8 @@ def known_scripts() -> KnownScripts:
 
 
 def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None = None) -> dict:
-    """Store one record and return it with its names; an attached file is staged and handed to a worker
-    (``file_status`` pending). 409 for a duplicate; when any step fails nothing is left behind.
+    """Store one record and return it with its names; an attached file is stored and handed to a worker to
+    verify (``file_status`` pending). 409 for a duplicate; when any step fails nothing is left behind.
     """
     known = known_scripts()
     script_name = known.script_name(script_id)
@@ -86,7 +87,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     job = None
     try:
         if upload is not None:
-            job = stage_file(script_id, record, upload)
+            job = upload_file(script_id, record, upload)
         record["created_at"] = utcnow()  # after the upload, which may take minutes
         # One statement stores the usual record; no duplicate check up front, the unique key decides. Without a
         # file it is all there is to write, so it commits by itself.
@@ -112,7 +113,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
     except Exception as exc:
         db.session.rollback()
         if job is not None:
-            store.delete_quietly(job.params["staged_key"])
+            store.delete_quietly(record["record_file"])
         if isinstance(exc, IntegrityError):
             if not db.is_unique_violation(exc):
                 get_script(script_id)  # 404 when a concurrent request deleted the script
@@ -142,30 +143,25 @@ def _insert_step_by_step(known: KnownScripts, script_id: uuid.UUID, values: dict
     return script.script_name, record_dataset_name(values, script.script_name, record["collection_date"])
 
 
-def stage_file(script_id: uuid.UUID, record: dict, upload: FileStorage) -> Job:
-    """Put the upload where a worker will find it, note its name and type in ``record``, and queue the job
+def upload_file(script_id: uuid.UUID, record: dict, upload: FileStorage) -> Job:
+    """Upload the file straight to the record's key, note its name and type in ``record``, and queue the job
     that finishes it.
 
-    The record's key is fixed now; the worker computes size and SHA-256 and moves the file to that key.
+    The store hashes nothing for us to trust blindly: the upload's size and SHA-256 (and the checksum the store
+    is to report) go to the worker, which checks them against the stored object before the file is ``ready``.
     """
     file_name = sanitise_file_name(upload.filename or "file")
     content_type = content_type_for(upload, file_name)
-    staged_key = f"staging/{record['id']}"
+    key = f"records/{script_id}/{record['id']}/{file_name}"
     try:
-        store.backend.put(staged_key, upload.stream, content_type)
+        sent = store.backend.put(key, upload.stream, content_type)
     except Exception as exc:
         db.session.rollback()
-        log.exception("Staging %s failed", staged_key)
+        log.exception("Storing %s failed", key)
         raise StorageError("The file could not be stored; nothing was saved. Try again later.") from exc
-    record.update(
-        record_file=f"records/{script_id}/{record['id']}/{file_name}",
-        file_name=file_name,
-        file_content_type=content_type,
-        file_status=FileStatus.PENDING,
-    )
-    return jobs.new_job(
-        JobKind.RECORD_FILE, script_id, {"record_id": str(record["id"]), "staged_key": staged_key}, total=1
-    )
+    record.update(record_file=key, file_name=file_name, file_content_type=content_type, file_status=FileStatus.PENDING)
+    params = {"record_id": str(record["id"]), "key": key, "sent": dataclasses.asdict(sent)}
+    return jobs.new_job(JobKind.RECORD_FILE, script_id, params, total=1)
 
 
 def update_record(record_id: uuid.UUID, values: dict) -> Record:
