@@ -2,7 +2,10 @@
 
 import uuid
 
-from tests.conftest import record_form, wait_for_file
+import psycopg
+from sqlalchemy.engine import make_url
+
+from tests.conftest import make_app, make_token, record_form, token_client, wait_for_file
 
 
 def test_all_scripts_is_404_when_there_are_none(client):
@@ -116,6 +119,30 @@ def test_get_script_by_id_and_unknown_or_malformed_ids(client, script):
     response = client.get("/api/scripts/id/not-a-uuid")
     assert response.status_code == 404
     assert response.json["code"] == 404
+
+
+def test_reads_on_connections_the_database_ended_are_503_then_served(tmp_path, postgresql_url):
+    """GET /id and GET /all run on the pooled driver connection itself (webapp/database.py, ``rows``): on one
+    PostgreSQL ended a moment ago the request is a 503 to retry, not a 500, and the pool's connections are
+    replaced, so the next request is served."""
+    app = make_app(tmp_path, postgresql_url)
+    client = token_client(app, make_token(app))
+    script = client.post("/api/scripts", json={"script_name": "s", "script_info": {"k": 1}}).json
+    url = make_url(postgresql_url)
+    server = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    for path, expected in ((f"/api/scripts/id/{script['id']}", script), ("/api/scripts/all", [script])):
+        assert client.get(path).json == expected
+        with psycopg.connect(server, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [url.database],
+            ).fetchone()[0]
+        assert ended >= 1
+        failed = client.get(path)
+        assert (failed.status_code, failed.headers["Retry-After"]) == (503, "1")
+        assert client.get(path).json == expected
+    app.extensions["database"].dispose()
 
 
 def test_patch_script_changes_only_given_fields_and_null_clears(client):

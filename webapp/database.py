@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from flask import current_app
@@ -18,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.sql import Executable
 
 
 def json_contains(document, pattern) -> bool:
@@ -95,6 +97,8 @@ class Database:
         self.session = scoped_session(
             self._new_session, scopefunc=lambda: (id(current_app._get_current_object()), threading.get_ident())
         )
+        # SQL text of the constant statements ``rows`` runs, by statement (PostgreSQL's dialect only).
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def init_app(self, app) -> None:
         """Create the app's engine from ``DATABASE_URL`` and end the session with each app context."""
@@ -115,6 +119,44 @@ class Database:
         round trip for a lookup or a one-statement write, without BEGIN and COMMIT around it."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             yield connection
+
+    def rows(self, stmt: Executable, params: dict) -> list:
+        """The rows of ``stmt`` (a module-level constant: its SQL is kept), read outside the session's transaction.
+
+        On PostgreSQL the statement runs on the pooled driver connection itself, in autocommit: for a cheap read
+        SQLAlchemy's work per execution (cache key, execution context, result processing) costs more than the
+        database's. Its columns must need no conversion by SQLAlchemy (text, numbers, UUIDs, timestamps, JSONB).
+        Errors are SQLAlchemy's, and a lost connection is invalidated, as on any connection of the pool.
+        """
+        if not self.is_postgresql:
+            with self.autocommit() as connection:
+                return connection.execute(stmt, params).all()
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            sql = stmt.compile(dialect=self.engine.dialect)
+            compiled = self._compiled[stmt] = (sql.string, sql.params)
+        sql, defaults = compiled
+        params = {**defaults, **params}
+        pooled = self.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            driver.autocommit = True
+            try:
+                return driver.execute(sql, params).fetchall()
+            finally:
+                if not driver.closed:
+                    driver.autocommit = False
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+            if lost:
+                # What SQLAlchemy's own connections do: this one is dropped, and every older one is replaced at
+                # its next checkout (the server that ended this one likely ended them too).
+                self.engine.pool._invalidate(pooled, exc)
+            raise DBAPIError.instance(
+                sql, params, exc, self.engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
+            ) from exc
+        finally:
+            pooled.close()
 
     @property
     def is_postgresql(self) -> bool:

@@ -19,7 +19,7 @@ from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 
 from webapp import errors
-from webapp.common.pagination import database_json, fetch_json_page, fetch_page
+from webapp.common.pagination import database_json, fetch_json_page, fetch_page, json_page
 from webapp.extensions import db
 from webapp.fields import JSONObject, Text
 
@@ -260,15 +260,17 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
-    def paginate(self, *, not_found: str | None = None, rows_as: type[ma.Schema] | None = None):
+    def paginate(self, *, not_found: str | None = None, rows_as: type[ma.Schema] | None = None, constant=False):
         """Page a view returning a ``select()``: ``limit``/``offset`` arguments, ``X-Total-Count`` header.
 
         With ``not_found``, a query matching nothing at all is a 404 with that description. ``rows_as``, the
         response schema when all its fields are table columns: the page is read as rows, not ORM objects, and
         on PostgreSQL written as JSON by the database when it can (see ``fetch_page`` and ``fetch_json_page``).
+        ``constant``: the view always returns the same statement object, whose page SQL is then built once.
         """
         schema = rows_as() if rows_as is not None else None
         documents = {}  # by the columns a statement selects and the dialect: built once, not on every request
+        pages = {}  # of a constant statement, by dialect
 
         def decorator(func):
             @wraps(func)
@@ -281,7 +283,13 @@ class Blueprint(flask_smorest.Blueprint):
                         documents[key] = database_json(schema, stmt)
                     document = documents[key]
                 if document is not None:
-                    body, total = fetch_json_page(stmt, document, limit=limit, offset=offset)
+                    if constant:
+                        page = pages.get(db.engine.dialect.name)
+                        if page is None:
+                            page = pages[db.engine.dialect.name] = json_page(stmt, document)
+                    else:
+                        page = json_page(stmt, document)
+                    body, total = fetch_json_page(stmt, page, limit=limit, offset=offset, constant=constant)
                     if total == 0 and not_found:
                         raise errors.NotFoundError(not_found)
                     return Response(body, mimetype="application/json"), 200, {"X-Total-Count": str(total)}
@@ -291,6 +299,32 @@ class Blueprint(flask_smorest.Blueprint):
                 return items, 200, {"X-Total-Count": str(total)}
 
             return self.arguments(PageArgsSchema, location="query", as_kwargs=True)(paged)
+
+        return decorator
+
+    def row(self, *, rows_as: type[ma.Schema], not_found: str):
+        """Answer the one row a view's ``(statement, parameters)`` reads, or a 404 with ``not_found`` (formatted
+        with the view's arguments). The statement is a module-level constant whose columns are ``rows_as``'s
+        fields; it is read outside the request's transaction (``db.rows``), and on PostgreSQL the database writes
+        the JSON (see ``database_json``)."""
+        schema = rows_as()
+        plans = {}  # by dialect and statement: (the statement to run, whether it selects the JSON)
+
+        def decorator(func):
+            @wraps(func)
+            def read(*args, **kwargs):
+                stmt, params = func(*args, **kwargs)
+                key = (db.engine.dialect.name, stmt)
+                if key not in plans:
+                    document = database_json(schema, stmt)
+                    plans[key] = (stmt, False) if document is None else (stmt.with_only_columns(document), True)
+                query, as_json = plans[key]
+                rows = db.rows(query, params)
+                if not rows:
+                    raise errors.NotFoundError(not_found.format(**kwargs))
+                return Response(rows[0][0] + "\n", mimetype="application/json") if as_json else rows[0]._mapping
+
+            return read
 
         return decorator
 

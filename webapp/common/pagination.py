@@ -1,7 +1,7 @@
 """Limit/offset paging of a SQLAlchemy ``select()``."""
 
 import marshmallow as ma
-from sqlalchemy import Select, cast, func, literal, select
+from sqlalchemy import Integer, Select, bindparam, cast, func, literal, select
 from sqlalchemy.types import Text as TextType
 
 from webapp.extensions import db
@@ -58,14 +58,30 @@ def database_json(schema: ma.Schema, stmt: Select):
     return cast(func.json_build_object(*parts), TextType)
 
 
-def fetch_json_page(stmt: Select, document, *, limit: int, offset: int) -> tuple[bytes, int]:
-    """One page of ``stmt``'s rows as a JSON array the database wrote (each row the ``document`` that
-    ``database_json`` gives) and the total count, in one round trip outside the request's transaction."""
+def json_page(stmt: Select, document) -> Select:
+    """A page of ``stmt``'s rows as the JSON ``document`` that ``database_json`` gives, each with the total count;
+    ``page_limit`` and ``page_offset`` are its parameters."""
+    page = stmt.with_only_columns(document, func.count().over())
+    return page.limit(bindparam("page_limit", type_=Integer)).offset(bindparam("page_offset", type_=Integer))
+
+
+def fetch_json_page(stmt: Select, page: Select, *, limit: int, offset: int, constant: bool) -> tuple[bytes, int]:
+    """One page (``json_page`` of ``stmt``) as a JSON array the database wrote and the total count, in one round
+    trip outside the request's transaction. A ``constant`` page (a statement built once) runs through
+    ``db.rows``, its SQL compiled once."""
     limit = 0 if offset > MAX_OFFSET else limit
-    page = stmt.with_only_columns(document, func.count().over()).limit(limit).offset(offset)
-    with db.autocommit() as connection:
-        rows = connection.execute(page).all() if limit > 0 else []
-        total = rows[0][1] if rows else 0 if offset == 0 and limit > 0 else connection.scalar(_count(stmt))
+    params = {"page_limit": limit, "page_offset": offset}
+    rows = []
+    if limit > 0 and constant:
+        rows = db.rows(page, params)
+    elif limit > 0:
+        with db.autocommit() as connection:
+            rows = connection.execute(page, params).all()
+    if rows or (offset == 0 and limit > 0):
+        total = rows[0][1] if rows else 0
+    else:
+        with db.autocommit() as connection:
+            total = connection.scalar(_count(stmt))
     return ("[" + ",".join(row[0] for row in rows) + "]\n").encode(), total
 
 

@@ -24,10 +24,10 @@ blp = Blueprint("scripts", __name__, url_prefix="/api/scripts", description="Ana
 class AllScripts(MethodView):
     @blp.response(200, ScriptSchema(many=True))
     @blp.alt_response(404, description="There are no scripts at all.")
-    @blp.paginate(not_found="There are no scripts yet.", rows_as=ScriptSchema)
+    @blp.paginate(not_found="There are no scripts yet.", rows_as=ScriptSchema, constant=True)
     def get(self):
         """List every script, oldest first."""
-        return scripts.search_scripts({})
+        return scripts.ALL_SCRIPTS
 
 
 @blp.route("")
@@ -51,9 +51,10 @@ class Scripts(MethodView):
 class ScriptById(MethodView):
     @blp.response(200, ScriptSchema)
     @blp.alt_response(404, description="Unknown script.")
+    @blp.row(rows_as=ScriptSchema, not_found="No script has the id {script_id}.")
     def get(self, script_id: uuid.UUID):
         """Get one script."""
-        return scripts.read_script(script_id)
+        return scripts.script_by_id(script_id)
 
     @blp.arguments(ScriptUpdateSchema(partial=True), required=False)
     @blp.response(200, ScriptSchema)

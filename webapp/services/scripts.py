@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy import bindparam, select
 
 from webapp import bulk_sql
-from webapp.errors import ConflictError, NotFoundError
+from webapp.errors import ConflictError
 from webapp.extensions import db, store
 from webapp.models import (
     Dataset,
@@ -30,18 +30,18 @@ def get_script(script_id: uuid.UUID) -> Script:
 SCRIPT_BY_ID = select(Script.__table__).where(Script.id == bindparam("script_id"))
 
 
-def read_script(script_id: uuid.UUID):
-    """The columns of the script with that id (404), read outside the request's transaction: one round trip."""
-    with db.autocommit() as connection:
-        row = connection.execute(SCRIPT_BY_ID, {"script_id": script_id}).first()
-    if row is None:
-        raise NotFoundError(f"No script has the id {script_id}.")
-    return row._mapping
+def script_by_id(script_id: uuid.UUID):
+    """The statement reading the columns of the script with that id, and its parameters."""
+    return SCRIPT_BY_ID, {"script_id": script_id}
+
+
+# Every script, oldest first: the list of them all is this very statement.
+ALL_SCRIPTS = select(Script).order_by(Script.created_at, Script.id)
 
 
 def search_scripts(filters: dict):
     """Scripts matching every given filter (exact names, info containment, associated experiment)."""
-    stmt = select(Script).order_by(Script.created_at, Script.id)
+    stmt = ALL_SCRIPTS
     for name in ("script_name", "script_url", "script_extension"):
         if filters.get(name) is not None:
             stmt = stmt.where(getattr(Script, name) == filters[name])
