@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from webapp import logs, telemetry
 from webapp.errors import ConflictError
 from webapp.extensions import db, queue, store
+from webapp.fields import new_id
 from webapp.models import Job, JobKind, JobState, UTCDateTime, utcnow
 from webapp.services.common import get_or_404
 
@@ -66,7 +67,7 @@ def _abandon(job: Job) -> list[str]:
 def new_job(kind: str, script_id: uuid.UUID | None, params: dict, **fields) -> Job:
     """A queued job, added to the session (the caller commits, then calls ``dispatch``); it keeps the id of the
     request creating it."""
-    fields.setdefault("id", uuid.uuid4())
+    fields.setdefault("id", new_id())
     fields.setdefault("request_id", logs.current_request_id())
     job = Job(kind=kind, script_id=script_id, params=params, dispatched_at=utcnow(), **fields)
     db.session.add(job)

@@ -7,6 +7,7 @@ from sqlalchemy import bindparam, select
 from webapp import bulk_sql
 from webapp.errors import ConflictError
 from webapp.extensions import db, store
+from webapp.fields import new_id
 from webapp.models import (
     Dataset,
     Experiment,
@@ -145,7 +146,7 @@ def find_or_create_dataset(name: str, **values) -> Dataset:
     if dataset is not None:
         return dataset
     # A concurrent request may create the same name: insert in a savepoint and read back on conflict.
-    bulk_sql.insert_new_rows(db.session, Dataset.__table__, [{"id": uuid.uuid4(), "dataset_name": name, **values}])
+    bulk_sql.insert_new_rows(db.session, Dataset.__table__, [{"id": new_id(), "dataset_name": name, **values}])
     dataset = db.session.scalar(select(Dataset).where(Dataset.dataset_name == name))
     if dataset is None:  # pragma: no cover - the row was deleted between the two statements
         raise ConflictError(f"Dataset {name!r} changed while it was being created; try again.")
