@@ -73,14 +73,16 @@ def signs_in_pages(blueprint):
 
 def _declared(name: str):
     """What the requested view declares as ``name``: on its method, its MethodView class, the view function or
-    its blueprint, the nearest first; None when nothing does."""
-    view = current_app.view_functions.get(request.endpoint)
-    view_class = getattr(view, "view_class", None)
-    method = getattr(view_class, request.method.lower(), None) if view_class else None
-    for holder in (method, view_class, view, current_app.blueprints.get(request.blueprint or "")):
-        if getattr(holder, name, None) is not None:
-            return getattr(holder, name)
-    return None
+    its blueprint, the nearest first; None when nothing does. Views are declared once: the answer is kept."""
+    known = current_app.extensions.setdefault("declared_access", {})
+    key = (request.endpoint, request.method, name)
+    if key not in known:
+        view = current_app.view_functions.get(request.endpoint)
+        view_class = getattr(view, "view_class", None)
+        method = getattr(view_class, request.method.lower(), None) if view_class else None
+        holders = (method, view_class, view, current_app.blueprints.get(request.blueprint or ""))
+        known[key] = next((getattr(h, name) for h in holders if getattr(h, name, None) is not None), None)
+    return known[key]
 
 
 def authorize_request() -> None:

@@ -298,7 +298,17 @@ class Blueprint(flask_smorest.Blueprint):
                     raise errors.NotFoundError(not_found)
                 return items, 200, {"X-Total-Count": str(total)}
 
-            return self.arguments(PageArgsSchema, location="query", as_kwargs=True)(paged)
+            parsed = self.arguments(PageArgsSchema, location="query", as_kwargs=True)(paged)
+            first_page = PageArgsSchema().load({})
+
+            @wraps(parsed)
+            def paged_as_asked(*args, **kwargs):
+                # Most calls send neither parameter: their defaults need no parsing of the query string.
+                if "limit" in request.args or "offset" in request.args:
+                    return parsed(*args, **kwargs)
+                return paged(*args, **first_page, **kwargs)
+
+            return paged_as_asked
 
         return decorator
 
