@@ -207,7 +207,7 @@ def calls(s3_app):
     return sent
 
 
-@pytest.mark.parametrize("size", [5 * 1024 * 1024 + 3, 8 * 1024 * 1024, 17 * 1024 * 1024 + 1])
+@pytest.mark.parametrize("size", [5 * 1024 * 1024 + 3, 16 * 1024 * 1024, 17 * 1024 * 1024 + 1])
 def test_a_file_goes_straight_to_its_key_and_is_verified_from_the_stores_checksum(s3_app, posted, s3, calls, size):
     """The web uploads to the record's key with each request's SHA-256; the worker compares the checksum the
     store reports (for parts, the store's SHA-256 of the parts' SHA-256s) and never reads the file back or
@@ -218,9 +218,11 @@ def test_a_file_goes_straight_to_its_key_and_is_verified_from_the_stores_checksu
     record = wait_for_file(client, client.post(f"/api/scripts/id/{script['id']}/records", data=form).json)
     assert record["file_status"] == "ready"
     assert (record["file_size"], record["file_sha256"]) == (size, hashlib.sha256(payload).hexdigest())
-    part = 8 * 1024 * 1024
+    from webapp.storage import S3Backend
+
+    part = S3Backend.PART_SIZE
     head = s3.head_object(Bucket=s3_app.config["S3_BUCKET"], Key=record["record_file"], ChecksumMode="ENABLED")
-    if size < part:
+    if size < S3Backend.SINGLE_PUT:
         assert "PutObject" in calls and head["ChecksumSHA256"] == b64_sha256(payload)
     else:
         parts = [payload[start : start + part] for start in range(0, size, part)]

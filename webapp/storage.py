@@ -11,6 +11,9 @@ import logging
 import os
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -187,8 +190,12 @@ class S3Backend:
     """Files in an S3 bucket; downloads through presigned URLs signed for the public endpoint."""
 
     DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
-    PART_SIZE = 8 * CHUNK  # a multipart upload's parts; a smaller file goes in one PutObject
+    # A file smaller than SINGLE_PUT goes in one PutObject (held in memory): fewer requests than parts, and a
+    # store assembles nothing. Larger ones go in parts of PART_SIZE.
+    SINGLE_PUT = 16 * CHUNK
+    PART_SIZE = 8 * CHUNK
     MAX_PARTS = 10_000  # the most parts S3 takes in one upload
+    PARTS_IN_FLIGHT = 2  # parts sent at once by one upload (each held in memory until sent)
 
     def __init__(
         self,
@@ -294,53 +301,65 @@ class S3Backend:
             return self._upload(key, stream, content_type)
 
     def _upload(self, key: str, stream: BinaryIO, content_type: str) -> StoredFile:
-        """One PutObject for a file smaller than a part, else a multipart upload of parts read one at a time
-        (one part in memory), each with its checksum; the whole file is hashed from the same reads."""
+        """One PutObject for a small file, else a multipart upload, each request with the SHA-256 of its bytes;
+        the whole file is hashed from the same reads."""
         part_size = self._part_size(stream)
-        whole = hashlib.sha256()
-        part = _read_full(stream, part_size)
-        whole.update(part)
-        if len(part) < part_size:
-            checksum = _base64_sha256(part)
+        first = _read_full(stream, self.SINGLE_PUT)
+        whole = hashlib.sha256(first)
+        if len(first) < self.SINGLE_PUT:
+            checksum = _base64_sha256(first)
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
-                Body=part,
+                Body=first,
                 ContentType=content_type,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
-            return StoredFile(size=len(part), sha256=whole.hexdigest(), checksum=checksum)
+            return StoredFile(size=len(first), sha256=whole.hexdigest(), checksum=checksum)
         target = {"Bucket": self.bucket, "Key": key}
         upload_id = self.client.create_multipart_upload(**target, ContentType=content_type, ChecksumAlgorithm="SHA256")[
             "UploadId"
         ]
-        try:
-            parts, digests, size = [], [], 0
-            while part:
-                digest = hashlib.sha256(part).digest()
-                checksum = base64.b64encode(digest).decode()
-                number = len(parts) + 1
-                answer = self.client.upload_part(
-                    **target,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=part,
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=checksum,
-                )
-                parts.append({"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
-                digests.append(digest)
-                size += len(part)
-                part = _read_full(stream, part_size)
-                whole.update(part)
-            self.client.complete_multipart_upload(**target, UploadId=upload_id, MultipartUpload={"Parts": parts})
-        except BaseException:
-            self._abort_quietly(target, upload_id)
-            raise
+        parts, digests, size = [], [], 0
+        sending: deque[Future] = deque()
+        # Parts are read and hashed in order on this thread while earlier ones are sent: at most PARTS_IN_FLIGHT
+        # parts wait or travel at once, plus the one being read.
+        with ThreadPoolExecutor(self.PARTS_IN_FLIGHT, thread_name_prefix="s3-part") as senders:
+            try:
+                for part in _pieces(first, stream, part_size, whole):
+                    digest = hashlib.sha256(part).digest()
+                    checksum = base64.b64encode(digest).decode()
+                    number = len(digests) + 1
+                    if len(sending) == self.PARTS_IN_FLIGHT:
+                        parts.append(sending.popleft().result())
+                    sending.append(senders.submit(self._upload_part, target, upload_id, number, part, checksum))
+                    digests.append(digest)
+                    size += len(part)
+                while sending:
+                    parts.append(sending.popleft().result())
+                self.client.complete_multipart_upload(**target, UploadId=upload_id, MultipartUpload={"Parts": parts})
+            except BaseException:
+                for pending in sending:
+                    pending.cancel()
+                wait(sending)
+                self._abort_quietly(target, upload_id)
+                raise
         # S3's checksum of a multipart object: the SHA-256 of its parts' SHA-256s, and how many parts there are.
         composite = f"{_base64_sha256(b''.join(digests))}-{len(parts)}"
         return StoredFile(size=size, sha256=whole.hexdigest(), checksum=composite)
+
+    def _upload_part(self, target: dict, upload_id: str, number: int, body: bytes, checksum: str) -> dict:
+        """Send one part with its SHA-256; the part as CompleteMultipartUpload lists it."""
+        answer = self.client.upload_part(
+            **target,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+        )
+        return {"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum}
 
     def _part_size(self, stream: BinaryIO) -> int:
         """``PART_SIZE``, or larger when a stream whose length is known would need more than ``MAX_PARTS``."""
@@ -433,6 +452,20 @@ def same_checksum(sent: str, reported: str) -> bool:
 
 def _base64_sha256(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _pieces(head: bytes, stream: BinaryIO, size: int, digest) -> Iterator[bytes]:
+    """``head`` and then the rest of ``stream`` in pieces of ``size`` bytes (the last may be shorter), feeding
+    what is read from ``stream`` to ``digest``."""
+    while True:
+        if len(head) < size:
+            more = _read_full(stream, size - len(head))
+            digest.update(more)
+            head += more
+        if not head:
+            return
+        yield head[:size]
+        head = head[size:]
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:
