@@ -21,7 +21,8 @@ from webapp.storage import S3Backend
 
 DEFAULT_N = 100
 FILE_MB = 10
-RATIO_TARGET = 0.5
+RATIO_TARGET = 0.8
+ROUND = 20
 BUCKET = "scriptorium-bench-files"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -36,9 +37,8 @@ def write_random_files(directory: Path, count: int, size_mb: int, prefix: str = 
 
 
 def boto3_puts(backend: S3Backend, files: list[tuple[Path, str]]) -> float:
-    """Upload each file with the app's boto3 client and call, then delete them (untimed); the seconds taken."""
-    with open(files[0][0], "rb") as source:
-        backend.client.upload_fileobj(source, backend.bucket, "baseline/warm-up")
+    """Upload each file with the app's boto3 client configuration and boto3's own call, then delete them
+    (untimed); the seconds taken."""
     started = time.perf_counter()
     for number, (path, _) in enumerate(files):
         with open(path, "rb") as source:
@@ -47,7 +47,7 @@ def boto3_puts(backend: S3Backend, files: list[tuple[Path, str]]) -> float:
             )
     elapsed = time.perf_counter() - started
     # moto keeps objects in memory; the baseline's copies need not weigh on the app's run.
-    backend.delete(["baseline/warm-up", *(f"baseline/{number}" for number in range(len(files)))])
+    backend.delete([f"baseline/{number}" for number in range(len(files))])
     return elapsed
 
 
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = support.arg_parser("worker_files", __doc__, DEFAULT_N, f"record files of {FILE_MB} MB")
     parser.add_argument("--file-mb", type=int, default=FILE_MB, help=f"size of each file (default {FILE_MB})")
     parser.add_argument(
+        "--round", type=int, default=ROUND, help=f"files per round, the baseline's and the app's alternating ({ROUND})"
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=0, help="Celery prefork processes; 0 (default) runs --pool solo"
     )
     args = parser.parse_args(argv)
@@ -119,13 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         with support.moto_server(tmp / "moto.log") as s3:
             backend = S3Backend(BUCKET, s3.url, None, "us-east-1")
             backend.ensure_bucket()
-            baseline_seconds = boto3_puts(backend, files)
-            baseline = megabytes / baseline_seconds
-            print(
-                f"baseline: boto3 upload_fileobj to moto: {args.n} × {args.file_mb} MB in {baseline_seconds:.2f} s "
-                f"= {baseline:.1f} MB/s"
-            )
-
+            boto3_puts(backend, [files[0]])  # warms up the client as the app's warm-up POST does
             settings = broker_settings()
             env = support.app_env(
                 url, tmp / "instance", storage_backend="s3", s3_endpoint_url=s3.url, s3_bucket=BUCKET, **settings
@@ -133,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             token = support.api_token(url, tmp / "instance")
             # The worker's INFO line "ready." is how celery_worker knows it has started.
             worker_env = {**env, "SCRIPTORIUM_LOG_LEVEL": "INFO"}
+            baseline_seconds = elapsed = posted = 0.0
+            ids: list[str] = []
+            records: dict[str, dict] = {}
             try:
                 with (
                     support.gunicorn(env, tmp / "gunicorn.log") as server,
@@ -145,18 +145,29 @@ def main(argv: list[str] | None = None) -> int:
                     first = post_record(session, server.url, names, -1, warm_up)
                     wait_until_stored(session, server.url, [first], timeout=120)
                     before = {"web": support.memory(web), "worker": support.memory(worker)}
-
-                    started = time.perf_counter()
-                    ids = [post_record(session, server.url, names, i, path) for i, (path, _) in enumerate(files)]
-                    posted = time.perf_counter() - started
-                    records = wait_until_stored(session, server.url, ids, timeout=max(300, megabytes))
-                    elapsed = time.perf_counter() - started
+                    # Alternating rounds: a machine shared with other work slows both sides alike.
+                    for start in range(0, args.n, args.round):
+                        batch = files[start : start + args.round]
+                        baseline_seconds += boto3_puts(backend, batch)
+                        started = time.perf_counter()
+                        batch_ids = [
+                            post_record(session, server.url, names, start + i, p) for i, (p, _) in enumerate(batch)
+                        ]
+                        posted += time.perf_counter() - started
+                        records.update(wait_until_stored(session, server.url, batch_ids, timeout=max(300, megabytes)))
+                        elapsed += time.perf_counter() - started
+                        ids += batch_ids
                     web_peak = peak_rss(web)
                     worker_peak = peak_rss(worker)
             finally:
                 forget_queue(settings["queue_name"])
             check_stored(backend, [records[record_id] for record_id in ids], files)
 
+    baseline = megabytes / baseline_seconds
+    print(
+        f"baseline: boto3 upload_fileobj to moto: {args.n} × {args.file_mb} MB in {baseline_seconds:.2f} s "
+        f"= {baseline:.1f} MB/s (in rounds of {args.round}, alternating with the app's)"
+    )
     result = megabytes / elapsed
     print(
         f"result:   POST {{id}}/records with record_file until every file is ready: {args.n} × {args.file_mb} MB "
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"phases:   the {args.n} POSTs (each answered pending) took {posted:.2f} s = {megabytes / posted:.1f} MB/s; "
-        f"the last file was ready {elapsed - posted:.2f} s after the last answer"
+        f"the files were all ready {elapsed - posted:.2f} s after the last answer of their round (summed)"
     )
     print(
         f"check:    {args.n} records ready; file_size, file_sha256 and the stored object's size equal the sent file's"
