@@ -243,13 +243,17 @@ def test_an_export_failing_midway_cannot_pass_as_complete(client, reference, url
     """CSV ends with the streams' error line; Parquet is cut short, which no reader takes for a file."""
     for day in range(1, 4):
         post(client, urls["records"], timestamp=f"2024-05-0{day}T00:00:00Z")
-    real = record_export._joined
 
-    def breaking(lines, size):
-        yield from real(lines, size)
-        raise ConnectionError("database went away")
+    def breaking(real):
+        def broken(*args):
+            yield from real(*args)
+            raise ConnectionError("database went away")
 
-    monkeypatch.setattr(record_export, "_joined", breaking)
+        return broken
+
+    # The CSV lines, and the Arrow tables a Parquet export reads on PostgreSQL (from CSV lines on SQLite).
+    for name in ("_joined", "_adbc_tables"):
+        monkeypatch.setattr(record_export, name, breaking(getattr(record_export, name)))
     lines = client.get(urls["export"], query_string={"format": "csv"}).data.decode().splitlines()
     assert len(lines) == 5
     assert json.loads(lines[-1])["error"] == "Internal Server Error"

@@ -3,9 +3,11 @@
 An export is one read-only snapshot on one connection. Narrow statements on ``script_records`` alone first count
 the matching records and list the top-level keys of their ``script_data`` (for Parquet, with the JSON types each
 key takes), so the header or the schema is settled before the first byte. Then one statement produces the rows, in
-the order of the NDJSON stream: on PostgreSQL a ``COPY … TO STDOUT (FORMAT csv)``, which is the CSV export as it
-comes and which a Parquet export parses with pyarrow's CSV reader, told every column's type, into row groups. On
-SQLite Python renders the same CSV text.
+the order of the NDJSON stream. On PostgreSQL a CSV export is a ``COPY … TO STDOUT (FORMAT csv)`` as it comes, and
+a Parquet export selects every column already typed (``(script_data->>'k')::bigint`` …) through ADBC, which reads
+PostgreSQL's binary COPY into Arrow batches on a second connection that shares the first one's snapshot: no CSV is
+rendered or parsed. On SQLite Python renders the CSV text, which a Parquet export parses with pyarrow's CSV reader,
+told every column's type, into row groups.
 """
 
 import io
@@ -18,10 +20,28 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, Numeric, String, and_, case, cast, func, literal, select, text, true
+from psycopg import ClientCursor
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Float,
+    Numeric,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from webapp import bulk_sql
@@ -47,6 +67,8 @@ ROW_GROUP_TEXT_BYTES = 4 * 1024 * 1024
 CSV_BLOCK_BYTES = 1024 * 1024
 # CSV lines joined into one chunk of a CSV response.
 CHUNK_BYTES = 256 * 1024
+# The size ADBC aims its Arrow batches (each one row group) at; like ROW_GROUP_TEXT_BYTES, it bounds the memory.
+BATCH_BYTES = 4 * 1024 * 1024
 
 RECORD_FIELD_TYPES = {
     "timestamp": pa.timestamp("us", tz="UTC"),
@@ -135,11 +157,14 @@ def export_records(script_id: uuid.UUID, filters: dict, format: str) -> TableExp
     connection = db.engine.connect()
     try:
         total, columns = _table_shape(connection, stmt, script_id, filters, typed=format == "parquet")
-        if _on_postgresql(connection):
-            lines = _copy_lines(connection, stmt, columns, spelled=format == "csv")
-        else:
+        if not _on_postgresql(connection):
             lines = _python_lines(connection, stmt, columns)
-        chunks = bulk_sql.releasing_memory(_csv(columns, lines) if format == "csv" else _parquet(columns, lines))
+            chunks = _csv(columns, lines) if format == "csv" else _parquet(columns, _csv_tables(columns, lines))
+        elif format == "csv":
+            chunks = _csv(columns, _copy_lines(connection, stmt, columns))
+        else:
+            chunks = _parquet(columns, _adbc_tables(connection, stmt, columns))
+        chunks = bulk_sql.releasing_memory(chunks)
     except BaseException:
         connection.close()
         raise
@@ -272,17 +297,20 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _copy_lines(connection: Connection, stmt, columns: list[Column], spelled: bool) -> Iterator[bytes]:
+def _key_text(key: str):
+    return Record.script_data.op("->>", return_type=String())(literal(key, String()))
+
+
+def _copy_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
     """PostgreSQL renders the rows as CSV lines (no header), one line each: one COPY, cancelled if the stream is
-    closed. ``spelled``: timestamps as the NDJSON stream spells them (for a CSV export)."""
+    closed."""
     fields = {c.key: c for c in stmt.selected_columns}
     selected = []
     for column in columns:
         if column.key is not None:
-            value = Record.script_data.op("->>", return_type=String())(literal(column.key, String()))
-        elif column.name == "timestamp" and spelled:
-            # The spelling of the NDJSON stream (ISO 8601, "T", an explicit offset). pyarrow reads COPY's own
-            # spelling (a space, "+00"; the connection's zone is UTC), which costs the database less.
+            value = _key_text(column.key)
+        elif column.name == "timestamp":
+            # The spelling of the NDJSON stream (ISO 8601, "T", an explicit offset).
             value = func.to_json(fields["timestamp"]).op("#>>")(text("'{}'"))
         else:
             value = fields[column.name]
@@ -296,6 +324,47 @@ def _copy_lines(connection: Connection, stmt, columns: list[Column], spelled: bo
             yield from copy
 
     return lines()
+
+
+# The SQL type each Arrow type of a column is selected as (ADBC reads each PostgreSQL type as its Arrow match).
+SQL_TYPES = {pa.int64(): BigInteger, pa.float64(): Float(53), pa.bool_(): Boolean, pa.string(): Text}
+
+
+def _adbc_tables(connection: Connection, stmt, columns: list[Column]) -> Iterator[pa.Table]:
+    """The rows as Arrow tables of about ``BATCH_BYTES``, every column selected as its type, read by ADBC on a
+    second connection in the snapshot of ``connection`` (whose transaction must stay open meanwhile). Closing the
+    iterator cancels the query."""
+    fields = {c.key: c for c in stmt.selected_columns}
+    selected = []
+    for column in columns:
+        # The kinds gathered in this snapshot make every cast safe (a JSON null is an SQL null).
+        value = _key_text(column.key) if column.key is not None else fields[column.name]
+        if column.type in SQL_TYPES:
+            value = cast(value, SQL_TYPES[column.type])
+        selected.append(value.label(f"c{len(selected)}"))
+    query = stmt.with_only_columns(*selected, maintain_column_froms=True)
+    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    raw = connection.connection.driver_connection
+    # psycopg quotes the parameters into the statement: ADBC would bind strings as text, which uuid columns refuse.
+    sql = ClientCursor(raw).mogrify(str(compiled), compiled.params)
+    snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    uri = connection.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+
+    def tables():
+        with adbc.connect(uri, autocommit=True) as second, second.cursor() as cursor:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            cursor.execute("SET LOCAL jit = off")
+            cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
+            try:
+                cursor.execute(sql)
+                for batch in cursor.fetch_record_batch():
+                    yield pa.Table.from_batches([batch]).rename_columns(schema.names).cast(schema)
+            finally:
+                cursor.adbc_cancel()
+
+    return tables()
 
 
 def _python_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
@@ -375,8 +444,8 @@ class _Sink(io.RawIOBase):
         return data
 
 
-def _parquet(columns: list[Column], lines: Iterator[bytes]) -> Iterator[bytes]:
-    """One row group per ``ROW_GROUP_TEXT_BYTES`` of CSV lines, parsed by pyarrow with every column's type.
+def _csv_tables(columns: list[Column], lines: Iterator[bytes]) -> Iterator[pa.Table]:
+    """One table per ``ROW_GROUP_TEXT_BYTES`` of CSV lines, parsed by pyarrow with every column's type.
 
     Each piece is parsed from memory whole: pyarrow's streaming reader over a Python file held several times
     its blocks in memory."""
@@ -390,15 +459,25 @@ def _parquet(columns: list[Column], lines: Iterator[bytes]) -> Iterator[bytes]:
         false_values=["false"],
     )
     parse = pa_csv.ParseOptions(newlines_in_values=True)
+    for piece, longest in _joined(lines, ROW_GROUP_TEXT_BYTES):
+        # A block must hold a whole line. One thread: parsing on pyarrow's pool grew the process's memory by half
+        # again (each thread keeps a heap).
+        read = pa_csv.ReadOptions(
+            column_names=positional, block_size=max(CSV_BLOCK_BYTES, 2 * longest), use_threads=False
+        )
+        table = pa_csv.read_csv(pa.py_buffer(piece), read_options=read, parse_options=parse, convert_options=convert)
+        yield table.rename_columns(schema.names)
+
+
+def _parquet(columns: list[Column], tables: Iterator[pa.Table]) -> Iterator[bytes]:
+    """A Parquet file of one row group per table, written out as each comes."""
+    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
     sink = _Sink()
     with pq.ParquetWriter(sink, schema) as writer:
-        for text, longest in _joined(lines, ROW_GROUP_TEXT_BYTES):
-            # A block must hold a whole line. One thread: the database is the slower side of the pipe, and
-            # parsing on pyarrow's pool grew the process's memory by half again (each thread keeps a heap).
-            read = pa_csv.ReadOptions(
-                column_names=positional, block_size=max(CSV_BLOCK_BYTES, 2 * longest), use_threads=False
-            )
-            table = pa_csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
-            writer.write_table(table.rename_columns(schema.names))
-            yield sink.take()
+        try:
+            for table in tables:
+                writer.write_table(table)
+                yield sink.take()
+        finally:
+            tables.close()
     yield sink.take()
