@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import db_job, make_app, make_token, record_form, token_client
 from tests.servers import wait_until
+from webapp import bulk_sql
 from webapp.services.record_rules import RECORD_RULES, record_rule
 
 
@@ -213,6 +214,43 @@ def test_chunks_commit_counts_and_keep_only_the_first_100_errors(client, app, re
     job = finished(client, post_bulk(client, bulk_url, ndjson(*rows), "rows.ndjson"))
     assert (job["total"], job["inserted"], job["failed"], len(job["errors"])) == (180, 60, 120, 100)
     assert job["errors"][0]["line"] == 61 and job["errors"][-1]["line"] == 160
+
+
+def test_only_a_chunk_meeting_a_duplicate_goes_the_staging_way_and_every_row_is_stored_once(
+    client, app, reference, script, bulk_url, monkeypatch, database_url
+):
+    """Chunks go straight into the table; the one holding a taken key (stored before, or twice in the chunk) is
+    rolled back and inserted through staging, skipping only the duplicates."""
+    assert (
+        client.post(f"/api/scripts/id/{script['id']}/records", data=record_form("2024-05-01T00:00:04Z")).status_code
+        == 200
+    )
+    staged = []
+    if database_url.startswith("postgresql"):
+        through_staging = bulk_sql._insert_through_staging
+        monkeypatch.setattr(
+            bulk_sql,
+            "_insert_through_staging",
+            lambda cursor, table, given, missing, rows: (
+                staged.append(len(rows)) or through_staging(cursor, table, given, missing, rows)
+            ),
+        )
+    monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 3)
+    stamps = [f"2024-05-01T00:00:{second:02d}Z" for second in (0, 1, 2, 3, 4, 5, 6, 6, 7, 8, 9, 10)]
+    job = finished(client, post_bulk(client, bulk_url, ndjson(*({**ROW, "timestamp": t} for t in stamps)), "r.ndjson"))
+    assert (job["state"], job["total"], job["inserted"], job["duplicates"], job["failed"]) == (
+        "succeeded",
+        12,
+        10,
+        2,
+        0,
+    )
+    lines = client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()
+    stored = sorted(json.loads(line)["timestamp"] for line in lines)
+    assert stored == [f"2024-05-01T00:00:{second:02d}+00:00" for second in range(11)]
+    if database_url.startswith("postgresql"):
+        # Chunks of 3: (0 1 2) (3 4* 5) (6 6 7) (8 9 10); * stored before.
+        assert staged == [3, 3]
 
 
 def test_jobs_list_filters_and_unknown_job(client, reference, script, bulk_url):
