@@ -260,7 +260,7 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
-    def paginate(self, *, not_found: str | None = None, rows_as: type[ma.Schema] | None = None, constant=False):
+    def paginate(self, *, not_found: str | None = None, rows_as: type[ma.Schema] | None = None, constant: bool = False):
         """Page a view returning a ``select()``: ``limit``/``offset`` arguments, ``X-Total-Count`` header.
 
         With ``not_found``, a query matching nothing at all is a 404 with that description. ``rows_as``, the
@@ -332,7 +332,9 @@ class Blueprint(flask_smorest.Blueprint):
                 rows = db.rows(query, params)
                 if not rows:
                     raise errors.NotFoundError(not_found.format(**kwargs))
-                return Response(rows[0][0] + "\n", mimetype="application/json") if as_json else rows[0]._mapping
+                if as_json:
+                    return Response(rows[0][0] + "\n", mimetype="application/json")
+                return dict(zip(query.selected_columns.keys(), rows[0], strict=True))
 
             return read
 
