@@ -40,6 +40,7 @@ the fast statement only ever stores what the step-by-step path would store.
 """
 
 import functools
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from sqlalchemy.sql import ColumnElement
 
 from webapp.errors import ConflictError, ValidationError
 from webapp.extensions import db
-from webapp.fields import JSONObject, Text, Timestamp
+from webapp.fields import JSONObject, Text, Timestamp, unstorable_text
 from webapp.models import (
     Dataset,
     Experiment,
@@ -145,6 +146,7 @@ class _Loader:
         if hooks[PRE_LOAD] or hooks[POST_LOAD]:
             raise TypeError(f"{type(schema).__name__} may not transform what it loads (pre_load, post_load).")
         self.fields = {name: f for name, f in schema.load_fields.items() if only is None or name in only}
+        self.quick = {name: quick for name, f in self.fields.items() if (quick := _quick_deserializer(f)) is not None}
         # For a field the data lacks: its message when it is required, else what it defaults to (or ma.missing).
         self.absent = tuple(
             (name, field.error_messages["required"] if field.required else None, field.load_default)
@@ -166,6 +168,10 @@ class _Loader:
             field = self.fields.get(name)
             if field is None:
                 errors[name] = ["Unknown field."]
+                continue
+            quick = self.quick.get(name)
+            if quick is not None and (loaded := quick(value)) is not UNSURE:
+                values[name] = loaded
                 continue
             try:
                 values[name] = field.deserialize(value, name, raw)
@@ -199,6 +205,52 @@ class _Loader:
             except ma.ValidationError as exc:
                 _add_errors(errors, exc.messages, exc.field_name)
         return values, errors
+
+
+# What a quick deserializer returns for a value it cannot vouch for: the field's own ``deserialize`` then decides.
+UNSURE = object()
+_JSON_SCALARS = (int, bool, type(None))
+
+
+def _quick_deserializer(field: ma.fields.Field) -> Callable | None:
+    """A shortcut for ``field.deserialize`` on the common values: it returns what ``deserialize`` would return
+    for a value it knows to be valid, else ``UNSURE``. Derived from the field's class and validators (the
+    field's own rules); None for a field without one. Only ever accepting, it never words an error itself."""
+    if field.pre_load or field.post_load:
+        return None
+    if type(field) is JSONObject and not field.validators:
+        return _quick_json_object
+    if type(field) is Text and all(type(v) is ma.validate.Length and v.equal is None for v in field.validators):
+        bounds = [(v.min or 0, math.inf if v.max is None else v.max) for v in field.validators]
+
+        def quick_text(value):
+            if type(value) is str and all(low <= len(value) <= high for low, high in bounds):
+                return UNSURE if unstorable_text(value) else value
+            return UNSURE
+
+        return quick_text
+    return None
+
+
+def _quick_json_object(value):
+    """A flat JSON object (text, finite numbers, booleans and nulls as values) as ``JSONObject`` loads it; nested
+    ones, and strings holding JSON, are left to the field."""
+    if type(value) is not dict:
+        return UNSURE
+    texts = []
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str:
+            texts.append(item)
+        elif kind is float:
+            if not math.isfinite(item):
+                return UNSURE
+        elif kind not in _JSON_SCALARS:
+            return UNSURE
+        if type(key) is not str:
+            return UNSURE
+    texts.extend(value)
+    return UNSURE if unstorable_text("".join(texts)) else value
 
 
 def _add_errors(errors: dict, messages, field_name: str) -> None:
