@@ -195,7 +195,9 @@ class S3Backend:
     SINGLE_PUT = 16 * CHUNK
     PART_SIZE = 8 * CHUNK
     MAX_PARTS = 10_000  # the most parts S3 takes in one upload
-    PARTS_IN_FLIGHT = 2  # parts sent at once by one upload (each held in memory until sent)
+    # Parts sent at once by one upload, each held in memory until sent: with 2, a 1 GB upload grew the web
+    # process by 44 MB rather than 31, and was no faster on 2 cores.
+    PARTS_IN_FLIGHT = 1
 
     def __init__(
         self,
