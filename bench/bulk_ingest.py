@@ -22,11 +22,12 @@ from psycopg.types.json import set_json_dumps
 from scriptorium_client.multipart import MultipartFile
 
 from bench import support
+from webapp.fields import new_id
 
 DEFAULT_N = 1_000_000
 SAMPLE = 500
 WARMUP = 20
-COPY_TARGET = 0.4
+COPY_TARGET = 0.85
 PER_ROW_TARGET = 50
 BROKER_URL = os.environ.get("SCRIPTORIUM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 DATASET = "Bench Dataset"
@@ -201,7 +202,7 @@ def copy_rows(n: int, bad: dict[int, bytes], ids: dict[str, uuid.UUID]) -> list[
         timestamp = START + timedelta(seconds=index)
         rows.append(
             (
-                uuid.uuid4(),
+                new_id(),
                 timestamp,
                 timestamp.date(),
                 ids["script"],

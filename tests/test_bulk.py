@@ -231,8 +231,8 @@ def test_only_a_chunk_meeting_a_duplicate_goes_the_staging_way_and_every_row_is_
         monkeypatch.setattr(
             bulk_sql,
             "_insert_through_staging",
-            lambda cursor, table, given, missing, rows: (
-                staged.append(len(rows)) or through_staging(cursor, table, given, missing, rows)
+            lambda cursor, table_name, columns, types, lines: (
+                staged.append(len(lines)) or through_staging(cursor, table_name, columns, types, lines)
             ),
         )
     monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 3)

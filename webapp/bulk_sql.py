@@ -10,7 +10,6 @@ import ctypes
 import ctypes.util
 import functools
 import json
-import uuid
 import zlib
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from webapp.fields import iso_utc
+from webapp.fields import iso_utc, new_id
 from webapp.models import utcnow
 
 
@@ -74,70 +73,66 @@ def insert_new_from_select(dialect: str, table, source: Select, returning: tuple
 
 def copy_new_rows(session: Session, table, rows: list[dict]) -> int:
     """Insert many ``rows`` in the session's transaction, skipping those whose key is taken; returns how many
-    were inserted. A UUID primary key and timestamps the rows leave out are filled in. On PostgreSQL: a binary
-    COPY straight into ``table`` inside a savepoint; only when that meets a taken key (a unique violation) is it
-    rolled back and the rows go through a temporary staging table and one ``INSERT … SELECT … ON CONFLICT DO
-    NOTHING``. On SQLite an executemany."""
+    were inserted. An id (``new_id``) and a creation time the rows leave out are filled in. On PostgreSQL: a
+    binary COPY straight into ``table`` inside a savepoint; only when that meets a taken key (a unique violation)
+    is it rolled back and the rows go through a temporary staging table and one ``INSERT … SELECT … ON CONFLICT
+    DO NOTHING``. On SQLite an executemany."""
     if not rows:
         return 0
     given = list(rows[0])
-    missing = [c.name for c in table.columns if c.name not in given and c.name in ("id", "created_at")]
+    now = utcnow()
+    fill = {
+        c.name: new_id if c.name == "id" else (lambda: now)
+        for c in table.columns
+        if c.name not in given and c.name in ("id", "created_at")
+    }
     if not _on_postgresql(session):
-        now = utcnow()
-        fill = {name: (uuid.uuid4 if name == "id" else lambda: now) for name in missing}
         rows = [{**row, **{name: make() for name, make in fill.items()}} for row in rows]
         return session.execute(sqlite_insert(table).on_conflict_do_nothing(), rows).rowcount
+    columns = (*fill, *given)
+    lines = [[*(make() for make in fill.values()), *(row[name] for name in given)] for row in rows]
     cursor = session.connection().connection.driver_connection.cursor()
     try:
         with cursor:
-            if _copy_into(cursor, table, given, missing, rows):
-                return len(rows)
-            return _insert_through_staging(cursor, table, given, missing, rows)
+            # The JSON columns' dumper: orjson, and the standard library for what it refuses.
+            set_json_dumps(dump_json, cursor)
+            types = _column_types(cursor, table.name, columns)
+            cursor.execute("SAVEPOINT copy_new_rows")
+            try:
+                _copy(cursor, table.name, columns, types, lines)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT copy_new_rows")
+                return _insert_through_staging(cursor, table.name, columns, types, lines)
+            cursor.execute("RELEASE SAVEPOINT copy_new_rows")
+            return len(lines)
     except psycopg.Error as exc:
         # The driver's own cursor raises the driver's errors: wrap them as SQLAlchemy would (IntegrityError for a
         # deleted reference, DBAPIError for a lost connection), so callers handle one family of errors.
         raise DBAPIError.instance(f'COPY "{table.name}"', None, exc, psycopg.Error) from exc
 
 
-def _copy_into(cursor: psycopg.Cursor, table, given: list[str], missing: list[str], rows: list[dict]) -> bool:
-    """COPY ``rows`` (binary) into ``table`` in a savepoint; False, with nothing stored, when a key is taken."""
-    columns = [*missing, *given]
+def _copy(cursor: psycopg.Cursor, table_name: str, columns: tuple[str, ...], types: list[int], lines: list) -> None:
+    """COPY ``lines`` (values of ``columns``, of the type OIDs ``types``) into ``table_name``, in binary."""
     names = ", ".join(f'"{name}"' for name in columns)
-    now = utcnow()
-    fill = [uuid.uuid4 if name == "id" else (lambda: now) for name in missing]
-    # The JSON columns' dumper: orjson, and the standard library for what it refuses.
-    set_json_dumps(dump_json, cursor)
-    types = _column_types(cursor, table.name, tuple(columns))
-    cursor.execute("SAVEPOINT copy_new_rows")
-    try:
-        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row([*(make() for make in fill), *(row[name] for name in given)])
-    except psycopg.errors.UniqueViolation:
-        cursor.execute("ROLLBACK TO SAVEPOINT copy_new_rows")
-        return False
-    cursor.execute("RELEASE SAVEPOINT copy_new_rows")
-    return True
+    with cursor.copy(f'COPY "{table_name}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
+        copy.set_types(types)
+        for line in lines:
+            copy.write_row(line)
 
 
-def _insert_through_staging(cursor: psycopg.Cursor, table, given: list[str], missing: list[str], rows: list[dict]):
-    """COPY ``rows`` into a temporary staging table, then insert those whose key is free; how many were."""
-    documents = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    names = ", ".join(f'"{name}"' for name in given)
-    generated = {"id": "gen_random_uuid()", "created_at": "now()"}
-    target = ", ".join([*(f'"{name}"' for name in missing), names])
-    source = ", ".join([*(generated[name] for name in missing), names])
-    staging = f"staging_{table.name}_{zlib.crc32(names.encode()):08x}"  # one per column set
-    # CREATE TABLE AS copies no NOT NULL constraints: the columns filled by the server stay out.
+def _insert_through_staging(
+    cursor: psycopg.Cursor, table_name: str, columns: tuple[str, ...], types: list[int], lines: list
+) -> int:
+    """COPY ``lines`` into a temporary staging table, then insert those whose key is free; how many were."""
+    names = ", ".join(f'"{name}"' for name in columns)
+    staging = f"staging_{table_name}_{zlib.crc32(names.encode()):08x}"  # one per column set
+    # CREATE TABLE AS copies the column types, and neither constraints nor indexes.
     cursor.execute(
         f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS AS '
-        f'SELECT {names} FROM "{table.name}" WITH NO DATA'
+        f'SELECT {names} FROM "{table_name}" WITH NO DATA'
     )
-    with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
-        for row in rows:
-            copy.write_row([dump_json(row[c]) if c in documents else row[c] for c in given])
-    cursor.execute(f'INSERT INTO "{table.name}" ({target}) SELECT {source} FROM "{staging}" ON CONFLICT DO NOTHING')
+    _copy(cursor, staging, columns, types, lines)
+    cursor.execute(f'INSERT INTO "{table_name}" ({names}) SELECT {names} FROM "{staging}" ON CONFLICT DO NOTHING')
     inserted = cursor.rowcount
     cursor.execute(f'TRUNCATE "{staging}"')
     return inserted

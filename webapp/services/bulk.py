@@ -21,7 +21,7 @@ from werkzeug.datastructures import FileStorage
 from webapp import bulk_sql, telemetry
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
-from webapp.fields import unstorable_text
+from webapp.fields import new_id, unstorable_text
 from webapp.models import Job, JobKind, Record, Script
 from webapp.services import jobs
 from webapp.services.bulk_files import UnreadableFile, read_rows
@@ -90,7 +90,7 @@ def create_bulk_job(
             return _same_upload(existing, fingerprint.sha256), False
     _check_defaults(defaults)
 
-    job_id = uuid.uuid4()
+    job_id = new_id()
     file_name = sanitise_file_name(upload.filename or "upload", field="file")
     staged_key = f"uploads/{job_id}/{file_name}"
     try:
