@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from webapp.fields import new_id
+
 
 class UTCDateTime(TypeDecorator):
     """A timestamp stored and returned in UTC on every database (SQLite keeps no zone of its own)."""
@@ -56,7 +58,7 @@ class Base(DeclarativeBase):
 
 
 class HasIdAndCreatedAt:
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
 

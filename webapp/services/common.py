@@ -10,7 +10,6 @@ from webapp.errors import ConflictError, NotFoundError
 from webapp.extensions import db
 
 # Re-exported for the services that take their new ids from here; webapp.fields is its one home.
-from webapp.fields import new_id as new_id
 
 
 def get_or_404(model, object_id: uuid.UUID, label: str | None = None):

@@ -14,9 +14,10 @@ from werkzeug.datastructures import FileStorage
 from webapp import bulk_sql
 from webapp.errors import ConflictError, NotFoundError, StorageError
 from webapp.extensions import db, store
+from webapp.fields import new_id
 from webapp.models import FileStatus, Job, JobKind, Record, Script, utcnow
 from webapp.services import jobs
-from webapp.services.common import commit, delete, get_or_404, new_id
+from webapp.services.common import commit, delete, get_or_404
 from webapp.services.record_rules import (
     PLACE_NAMES,
     RECORD_BY_NAMES,
