@@ -11,4 +11,5 @@ BENCHMARKS = (
     "worker_files",
     "slow_clients",
     "hostile_uploads",
+    "scale",
 )
