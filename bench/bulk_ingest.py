@@ -89,6 +89,8 @@ def celery_worker(env: dict[str, str], log: Path, concurrency: int) -> Iterator[
         "--loglevel",
         "INFO",
     ]
+    # The worker's INFO line "ready." is how this knows it has started; the benchmarks' WARNING level would hide it.
+    env = {**env, "SCRIPTORIUM_LOG_LEVEL": "INFO"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             command, env=env, cwd=support.ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

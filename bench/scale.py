@@ -195,12 +195,10 @@ def measure(records: int, tmp: Path) -> Figures:
             bulk_ingest.write_ndjson(upload, BULK_ROWS, {})
         settings = bulk_ingest.broker_settings()
         env = support.app_env(url, tmp / "instance", **settings)
-        # celery_worker waits for the worker's INFO line "ready.", which the benchmarks' WARNING level hides.
-        worker_env = support.app_env(url, tmp / "instance", **settings, log_level="INFO")
         http = support.api_session(support.api_token(url, tmp / "instance"))
         try:
             with (
-                bulk_ingest.celery_worker(worker_env, tmp / f"worker-{records}.log", 0),
+                bulk_ingest.celery_worker(env, tmp / f"worker-{records}.log", 0),
                 support.gunicorn(env, tmp / f"gunicorn-{records}.log") as server,
             ):
                 base = f"{server.url}/api/scripts/id/{streamed}/records"

@@ -128,15 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 url, tmp / "instance", storage_backend="s3", s3_endpoint_url=s3.url, s3_bucket=BUCKET, **settings
             )
             token = support.api_token(url, tmp / "instance")
-            # The worker's INFO line "ready." is how celery_worker knows it has started.
-            worker_env = {**env, "SCRIPTORIUM_LOG_LEVEL": "INFO"}
             baseline_seconds = elapsed = posted = 0.0
             ids: list[str] = []
             records: dict[str, dict] = {}
             try:
                 with (
                     support.gunicorn(env, tmp / "gunicorn.log") as server,
-                    celery_worker(worker_env, tmp / "worker.log", args.concurrency) as worker,
+                    celery_worker(env, tmp / "worker.log", args.concurrency) as worker,
                     support.api_session(token) as session,
                 ):
                     web = support.worker_pid(server.pid)
