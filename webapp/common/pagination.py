@@ -1,7 +1,7 @@
 """Limit/offset paging of a SQLAlchemy ``select()``."""
 
 import marshmallow as ma
-from sqlalchemy import Integer, Select, bindparam, cast, func, literal, select
+from sqlalchemy import BigInteger, Select, bindparam, cast, func, literal, select
 from sqlalchemy.types import Text as TextType
 
 from webapp.extensions import db
@@ -62,7 +62,7 @@ def json_page(stmt: Select, document) -> Select:
     """A page of ``stmt``'s rows as the JSON ``document`` that ``database_json`` gives, each with the total count;
     ``page_limit`` and ``page_offset`` are its parameters."""
     page = stmt.with_only_columns(document, func.count().over())
-    return page.limit(bindparam("page_limit", type_=Integer)).offset(bindparam("page_offset", type_=Integer))
+    return page.limit(bindparam("page_limit", type_=BigInteger)).offset(bindparam("page_offset", type_=BigInteger))
 
 
 def fetch_json_page(stmt: Select, page: Select, *, limit: int, offset: int, constant: bool) -> tuple[bytes, int]:
