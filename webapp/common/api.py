@@ -6,6 +6,7 @@ the error responses every operation documents (credentials, rights, bodies, coll
 """
 
 import json
+from collections.abc import Callable
 from functools import wraps
 
 import flask_smorest
@@ -312,9 +313,9 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
-    def row(self, *, rows_as: type[ma.Schema], not_found: str):
-        """Answer the one row a view's ``(statement, parameters)`` reads, or a 404 with ``not_found`` (formatted
-        with the view's arguments). The statement is a module-level constant whose columns are ``rows_as``'s
+    def row(self, *, rows_as: type[ma.Schema], not_found: Callable[..., Exception]):
+        """Answer the one row a view's ``(statement, parameters)`` reads, or raise what ``not_found`` makes of the
+        view's arguments. The statement is a module-level constant whose columns are ``rows_as``'s
         fields; it is read outside the request's transaction (``db.rows``), and on PostgreSQL the database writes
         the JSON (see ``database_json``)."""
         schema = rows_as()
@@ -331,7 +332,7 @@ class Blueprint(flask_smorest.Blueprint):
                 query, as_json = plans[key]
                 rows = db.rows(query, params)
                 if not rows:
-                    raise errors.NotFoundError(not_found.format(**kwargs))
+                    raise not_found(**kwargs)
                 if as_json:
                     return Response(rows[0][0] + "\n", mimetype="application/json")
                 return dict(zip(query.selected_columns.keys(), rows[0], strict=True))

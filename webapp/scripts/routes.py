@@ -51,7 +51,7 @@ class Scripts(MethodView):
 class ScriptById(MethodView):
     @blp.response(200, ScriptSchema)
     @blp.alt_response(404, description="Unknown script.")
-    @blp.row(rows_as=ScriptSchema, not_found="No script has the id {script_id}.")
+    @blp.row(rows_as=ScriptSchema, not_found=scripts.unknown_script)
     def get(self, script_id: uuid.UUID):
         """Get one script."""
         return scripts.script_by_id(script_id)

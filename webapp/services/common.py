@@ -16,8 +16,13 @@ def get_or_404(model, object_id: uuid.UUID, label: str | None = None):
     """The ``model`` row with ``object_id``, or a 404 naming what was not found."""
     obj = db.session.get(model, object_id)
     if obj is None:
-        raise NotFoundError(f"No {label or model.__tablename__.rstrip('s')} has the id {object_id}.")
+        raise not_found(label or model.__tablename__.rstrip("s"), object_id)
     return obj
+
+
+def not_found(label: str, object_id: uuid.UUID) -> NotFoundError:
+    """The 404 for an id that names no ``label``."""
+    return NotFoundError(f"No {label} has the id {object_id}.")
 
 
 def commit(conflict: str) -> None:

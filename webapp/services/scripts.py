@@ -18,7 +18,7 @@ from webapp.models import (
     script_datasets,
     script_experiments,
 )
-from webapp.services.common import commit, delete, get_or_404, update_fields
+from webapp.services.common import commit, delete, get_or_404, not_found, update_fields
 from webapp.services.experiments import experiment_by_name
 
 
@@ -29,6 +29,11 @@ def get_script(script_id: uuid.UUID) -> Script:
 
 # Built once: every GET of a script runs it.
 SCRIPT_BY_ID = select(Script.__table__).where(Script.id == bindparam("script_id"))
+
+
+def unknown_script(script_id: uuid.UUID) -> Exception:
+    """The 404 for a script id that names no script."""
+    return not_found("script", script_id)
 
 
 def script_by_id(script_id: uuid.UUID):
