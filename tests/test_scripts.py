@@ -113,9 +113,13 @@ def test_search_with_malformed_info_is_422(client):
 
 
 def test_get_script_by_id_and_unknown_or_malformed_ids(client, script):
-    """A known id is 200; an unknown id or a non-UUID is 404."""
+    """A known id is 200; an unknown id or a non-UUID is 404, an unknown id worded as every other read says it."""
     assert client.get(f"/api/scripts/id/{script['id']}").json == script
-    assert client.get(f"/api/scripts/id/{uuid.uuid4()}").status_code == 404
+    unknown = uuid.uuid4()
+    response = client.get(f"/api/scripts/id/{unknown}")
+    assert response.status_code == 404
+    assert response.json["error_description"] == f"No script has the id {unknown}."
+    assert client.get(f"/api/scripts/id/{unknown}/runs").json["error_description"] == response.json["error_description"]
     response = client.get("/api/scripts/id/not-a-uuid")
     assert response.status_code == 404
     assert response.json["code"] == 404
