@@ -351,7 +351,7 @@ def _adbc_tables(connection: Connection, stmt, columns: list[Column]) -> Iterato
     sql = ClientCursor(raw).mogrify(str(compiled), compiled.params)
     snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
     uri = connection.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+    schema = _arrow_schema(columns)
 
     def tables():
         with adbc.connect(uri, autocommit=True) as second, second.cursor() as cursor:
@@ -367,6 +367,11 @@ def _adbc_tables(connection: Connection, stmt, columns: list[Column]) -> Iterato
                 cursor.adbc_cancel()
 
     return tables()
+
+
+def _arrow_schema(columns: list[Column]) -> pa.Schema:
+    """The export's columns as an Arrow schema."""
+    return pa.schema([pa.field(c.name, c.type) for c in columns])
 
 
 def _python_lines(connection: Connection, stmt, columns: list[Column]) -> Iterator[bytes]:
@@ -451,7 +456,7 @@ def _csv_tables(columns: list[Column], lines: Iterator[bytes]) -> Iterator[pa.Ta
 
     Each piece is parsed from memory whole: pyarrow's streaming reader over a Python file held several times
     its blocks in memory."""
-    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+    schema = _arrow_schema(columns)
     positional = [f"c{i}" for i in range(len(columns))]
     convert = pa_csv.ConvertOptions(
         column_types=dict(zip(positional, schema.types, strict=True)),
@@ -473,7 +478,7 @@ def _csv_tables(columns: list[Column], lines: Iterator[bytes]) -> Iterator[pa.Ta
 
 def _parquet(columns: list[Column], tables: Iterator[pa.Table]) -> Iterator[bytes]:
     """A Parquet file of one row group per table, written out as each comes."""
-    schema = pa.schema([pa.field(c.name, c.type) for c in columns])
+    schema = _arrow_schema(columns)
     sink = _Sink()
     with pq.ParquetWriter(sink, schema) as writer:
         try:
