@@ -6,9 +6,11 @@ import json
 import uuid
 
 import marshmallow as ma
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
-from tests.conftest import db_job, record_form, wait_for_file
+from tests.conftest import db_job, empty_tables, make_app, make_token, record_form, token_client, wait_for_file
 from webapp.extensions import db
 from webapp.services.record_rules import RecordFields
 
@@ -498,3 +500,42 @@ def test_a_record_schema_may_not_transform_what_it_loads():
 
     with pytest.raises(TypeError, match="post_load"):
         Transforming().load_record(record_form())
+
+
+def test_a_later_record_on_a_connection_the_database_ended_is_503_then_stored(tmp_path, postgresql_url):
+    """A later record of its dataset is one statement on the pooled driver connection (``db.rows``): on one
+    PostgreSQL ended a moment ago the POST is a 503 to retry that stores nothing, and the retry is stored with its
+    JSON payload as sent."""
+    app = make_app(tmp_path, postgresql_url)
+    client = token_client(app, make_token(app))
+    try:
+        _post_on_an_ended_connection(client, postgresql_url)
+    finally:
+        empty_tables(app)  # the session's database, which other tests' apps share
+        app.extensions["database"].dispose()
+
+
+def _post_on_an_ended_connection(client, postgresql_url: str) -> None:
+    experiment = client.post("/api/experiments", json={"experiment_name": "Drought 2024"}).json
+    client.post(f"/api/experiments/id/{experiment['id']}/seasons", json={"season_name": "Summer"})
+    client.post("/api/sites", json={"site_name": "Maricopa"})
+    url = f"/api/scripts/id/{client.post('/api/scripts', json={'script_name': 's'}).json['id']}/records"
+    first = client.post(url, data=record_form(timestamp="2024-05-01T00:00:30Z")).json
+    database = make_url(postgresql_url)
+    with psycopg.connect(database.set(drivername="postgresql").render_as_string(hide_password=False)) as admin:
+        admin.autocommit = True
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [database.database],
+        ).fetchone()[0]
+    assert ended >= 1
+    form = record_form(script_data='{"height_cm": 41.5, "tags": ["a", "b"], "plot": {"row": 3}}')
+    failed = client.post(url, data=form)
+    assert (failed.status_code, failed.headers["Retry-After"]) == (503, "1")
+    assert stored_ids(client, url) == [first["id"]]
+    stored = client.post(url, data=form)
+    assert stored.status_code == 200
+    assert stored.json["script_data"] == {"height_cm": 41.5, "tags": ["a", "b"], "plot": {"row": 3}}
+    assert stored.json["dataset_name"] == first["dataset_name"]
+    assert stored_ids(client, url) == [first["id"], stored.json["id"]]

@@ -121,23 +121,23 @@ class Database:
             yield connection
 
     def rows(self, stmt: Executable, params: dict) -> list:
-        """The rows of ``stmt`` (a module-level constant: its SQL is kept), read outside the session's transaction.
+        """The rows of ``stmt`` (a module-level constant: its SQL is kept), run outside the session's transaction.
 
         On PostgreSQL the statement runs on the pooled driver connection itself, in autocommit: for a cheap read
-        SQLAlchemy's work per execution (cache key, execution context, result processing) costs more than the
-        database's. Its columns must need no conversion by SQLAlchemy (text, numbers, UUIDs, timestamps, JSONB).
-        Errors are SQLAlchemy's, and a lost connection is invalidated, as on any connection of the pool.
+        or a one-statement write SQLAlchemy's work per execution (cache key, execution context, result
+        processing) costs more than the database's. Parameters are converted by their types as SQLAlchemy would;
+        the columns must need no conversion by SQLAlchemy (text, numbers, UUIDs, timestamps, JSONB). Errors are
+        SQLAlchemy's, and a lost connection is invalidated, as on any connection of the pool.
         """
-        if not self.is_postgresql:
-            with self.autocommit() as connection:
+        engine = self.engine
+        if engine.dialect.name != "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 return connection.execute(stmt, params).all()
-        compiled = self._compiled.get(stmt)
-        if compiled is None:
-            sql = stmt.compile(dialect=self.engine.dialect)
-            compiled = self._compiled[stmt] = (sql.string, sql.params)
-        sql, defaults = compiled
-        params = {**defaults, **params}
-        pooled = self.engine.raw_connection()
+        constant = self._compiled.get(stmt)
+        if constant is None:
+            constant = self._compiled[stmt] = _ConstantStatement(stmt, engine.dialect)
+        sql, params = constant.sql, constant.parameters(params)
+        pooled = engine.raw_connection()
         try:
             driver = pooled.driver_connection
             driver.autocommit = True
@@ -146,14 +146,14 @@ class Database:
             finally:
                 if not driver.closed:
                     driver.autocommit = False
-        except self.engine.dialect.loaded_dbapi.Error as exc:
-            lost = self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            lost = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
             if lost:
                 # What SQLAlchemy's own connections do: this one is dropped, and every older one is replaced at
                 # its next checkout (the server that ended this one likely ended them too).
-                self.engine.pool._invalidate(pooled, exc)
+                engine.pool._invalidate(pooled, exc)
             raise DBAPIError.instance(
-                sql, params, exc, self.engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
+                sql, params, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
             ) from exc
         finally:
             pooled.close()
@@ -184,3 +184,29 @@ class Database:
         """True for a unique-key violation (a duplicate), False for other integrity errors (e.g. a foreign key)."""
         state = getattr(exc.orig, "sqlstate", None)
         return state == "23505" if state else "UNIQUE constraint failed" in str(exc.orig)
+
+
+class _ConstantStatement:
+    """A statement's SQL for one dialect, compiled once, and how its parameters become the driver's: under the
+    names the SQL uses, with the values compiled into it, each converted by its type's bind processor (JSON, for
+    one)."""
+
+    def __init__(self, stmt: Executable, dialect):
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.escaped = dict(compiled.escaped_bind_names)
+        self.defaults = compiled.params  # by the names the SQL uses
+        self.processors = {}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[self.escaped.get(name, name)] = processor
+
+    def parameters(self, params: dict) -> dict:
+        """The driver's parameters for ``params`` (by bind name)."""
+        if self.escaped:
+            params = {self.escaped.get(name, name): value for name, value in params.items()}
+        values = {**self.defaults, **params}
+        for name, processor in self.processors.items():
+            values[name] = processor(values[name])
+        return values

@@ -91,7 +91,7 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
             job = upload_file(script_id, record, upload)
         record["created_at"] = utcnow()  # after the upload, which may take minutes
         # One statement stores the usual record; no duplicate check up front, the unique key decides. Without a
-        # file it is all there is to write, so it commits by itself.
+        # file it is all there is to write: it runs by itself in autocommit (``db.rows``).
         params = {
             **record,
             **{name: values[name] for name in PLACE_NAMES},
@@ -99,18 +99,16 @@ def create_record(script_id: uuid.UUID, values: dict, upload: FileStorage | None
             "script_name": script_name,
             "dataset_name": dataset_name,
         }
-        if job is None:
-            with db.autocommit() as connection:
-                ids = connection.execute(insert, params).first()
-        else:
-            ids = db.session.execute(insert, params).first()
+        found = db.rows(insert, params) if job is None else db.session.execute(insert, params).all()
+        ids = found[0] if found else None
         if ids is not None:
-            record.update(ids._mapping)
+            record.update(zip(RESOLVED_IDS, ids, strict=True))
         else:
             # Something is unknown, changed or a duplicate, or the dataset is new: go step by step, which
             # says what is wrong, or creates the dataset and the associations.
             script_name, dataset_name = _insert_step_by_step(known, script_id, values, record)
-        db.session.commit()
+        if job is not None or ids is None:
+            db.session.commit()  # the session wrote: the job and the record, or the step-by-step path
     except Exception as exc:
         db.session.rollback()
         if job is not None:
