@@ -271,25 +271,29 @@ class Blueprint(flask_smorest.Blueprint):
         """
         schema = rows_as() if rows_as is not None else None
         documents = {}  # by the columns a statement selects and the dialect: built once, not on every request
-        pages = {}  # of a constant statement, by dialect
+        pages = {}  # of a constant statement, by dialect: its JSON page, or None when the database writes no JSON
+
+        def json_page_of(stmt, dialect: str):
+            """``stmt``'s page as JSON written by the database, or None when it cannot write it."""
+            key = (dialect, *stmt.selected_columns)
+            if key not in documents:
+                documents[key] = database_json(schema, stmt)
+            return None if documents[key] is None else json_page(stmt, documents[key])
 
         def decorator(func):
             @wraps(func)
             def paged(*args, limit, offset, **kwargs):
                 stmt = func(*args, **kwargs)
-                document = None
+                page = None
                 if schema is not None:
-                    key = (db.engine.dialect.name, *stmt.selected_columns)
-                    if key not in documents:
-                        documents[key] = database_json(schema, stmt)
-                    document = documents[key]
-                if document is not None:
-                    if constant:
-                        page = pages.get(db.engine.dialect.name)
-                        if page is None:
-                            page = pages[db.engine.dialect.name] = json_page(stmt, document)
+                    dialect = db.engine.dialect.name
+                    if not constant:
+                        page = json_page_of(stmt, dialect)
+                    elif dialect in pages:
+                        page = pages[dialect]
                     else:
-                        page = json_page(stmt, document)
+                        page = pages[dialect] = json_page_of(stmt, dialect)
+                if page is not None:
                     body, total = fetch_json_page(stmt, page, limit=limit, offset=offset, constant=constant)
                     if total == 0 and not_found:
                         raise errors.NotFoundError(not_found)
