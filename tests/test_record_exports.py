@@ -239,6 +239,34 @@ def test_whole_numbers_beyond_64_bits_make_a_float_column(client, reference, url
     assert table.column("script_data.big").to_pylist() == [18446744073709551616.0]
 
 
+@pytest.mark.parametrize("sample, most_guessed", [(1, 400), (1000, 0)], ids=["keys-beyond-the-sample", "wide-sample"])
+def test_keys_the_first_records_lack_still_get_their_columns(
+    client, reference, urls, monkeypatch, sample, most_guessed
+):
+    """PostgreSQL guesses the keys from a few records and checks the guess: keys only later records hold, and a key
+    whose type changes after the sample, come out as when every key is listed (also when the sample is too wide)."""
+    monkeypatch.setattr(record_export, "SAMPLE_RECORDS", sample)
+    monkeypatch.setattr(record_export, "MAX_GUESSED_KEYS", most_guessed)
+    documents = ['{"plot": 1, "height": 2}', '{"plot": "one", "ok": true}', "{}", '{"tags": [1], "height": 2.5}']
+    for day, document in enumerate(documents, start=1):
+        post(client, urls["records"], timestamp=f"2024-05-0{day}T00:00:00Z", script_data=document)
+    response = client.get(urls["export"], query_string={"format": "parquet"})
+    assert response.headers["X-Total-Count"] == "4"
+    table = parquet_table(response)
+    keys = {name: table.schema.field(name).type for name in table.column_names if name.startswith("script_data.")}
+    assert keys == {
+        "script_data.height": pa.float64(),
+        "script_data.ok": pa.bool_(),
+        "script_data.plot": pa.string(),
+        "script_data.tags": pa.string(),
+    }
+    assert table.column("script_data.plot").to_pylist() == ["1", "one", None, None]
+    assert table.column("script_data.height").to_pylist() == [2.0, None, None, 2.5]
+    rows = csv_rows(client.get(urls["export"], query_string={"format": "csv"}))
+    assert [name for name in rows[0] if name.startswith("script_data.")] == sorted(keys)
+    assert [row["script_data.tags"] for row in rows] == ["", "", "", "[1]"]
+
+
 def test_an_export_failing_midway_cannot_pass_as_complete(client, reference, urls, monkeypatch):
     """CSV ends with the streams' error line; Parquet is cut short, which no reader takes for a file."""
     for day in range(1, 4):
