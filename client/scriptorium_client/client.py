@@ -376,29 +376,11 @@ class Client:
         Takes every filter of :meth:`records` but ``collection_date``. ``progress``: True prints the bytes
         received to stderr; a callable is called with (bytes received, rows in the table) as chunks arrive.
         """
-        params = _params(_range_filters(filters))
-        params["format"] = format
         target = Path(dest)
         if target.is_dir():
             target = target / f"records-{script_id}.{format}"
         report = _export_printer() if progress is True else progress or None
-        with self._send("GET", f"/api/scripts/id/{script_id}/records/export", params=params, stream=True) as response:
-            count = response.headers.get("X-Total-Count")
-            rows = int(count) if count is not None and count.isdigit() else None
-            received = 0
-
-            def chunks() -> Iterator[bytes]:
-                nonlocal received
-                tail = b""
-                for chunk in _body_chunks(response):
-                    received += len(chunk)
-                    tail = (tail + chunk)[-TAIL:]
-                    if report:
-                        report(received, rows)
-                    yield chunk
-                _check_export_end(format, tail)
-
-            _write_atomically(target, chunks())
+        _write_atomically(target, self._export_chunks(script_id, format, report, filters))
         if progress is True:
             print(file=sys.stderr)
         return target
@@ -408,15 +390,41 @@ class Client:
         ``pip install 'scriptorium-client[frames]'``); takes the filters of :meth:`export`."""
         try:
             import pandas  # noqa: F401  (imported for the clear message; to_pandas needs it)
+            import pyarrow as pa  # type: ignore[import-untyped]
             import pyarrow.parquet as pq  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ImportError(
                 "records_frame needs pandas and pyarrow: pip install 'scriptorium-client[frames]'"
             ) from exc
-        with tempfile.TemporaryDirectory(prefix="scriptorium-") as folder:
-            path = self.export(script_id, Path(folder) / "records.parquet", format="parquet", **filters)
-            frame: pandas.DataFrame = pq.read_table(path).to_pandas()
-            return frame
+        # Read from memory: the frame holds more than the file anyway, and a file on disk was written and read again.
+        data = bytearray()
+        for chunk in self._export_chunks(script_id, "parquet", None, filters):
+            data += chunk
+        table = pq.read_table(pa.py_buffer(data))
+        del data
+        # self_destruct frees each column's Arrow memory once converted; split_blocks skips copying the columns of
+        # one type into one block.
+        frame: pandas.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
+        return frame
+
+    def _export_chunks(
+        self, script_id: str, format: str, report: ExportProgress | None, filters: Mapping[str, Any]
+    ) -> Iterator[bytes]:
+        """The bytes of an export as they arrive; raises at the end if the export failed midway."""
+        params = _params(_range_filters(filters))
+        params["format"] = format
+        with self._send("GET", f"/api/scripts/id/{script_id}/records/export", params=params, stream=True) as response:
+            count = response.headers.get("X-Total-Count")
+            rows = int(count) if count is not None and count.isdigit() else None
+            received = 0
+            tail = b""
+            for chunk in _body_chunks(response):
+                received += len(chunk)
+                tail = (tail + chunk)[-TAIL:]
+                if report:
+                    report(received, rows)
+                yield chunk
+            _check_export_end(format, tail)
 
     def download(self, record_id: str, dest: PathLike) -> Path:
         """Download a record's file to ``dest``: a folder (the file keeps its original name) or a file path.
