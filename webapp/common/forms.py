@@ -7,6 +7,7 @@ a plain, complete form with CRLF line breaks is split here; any other body, incl
 a limit, goes to werkzeug, so its rules and errors stay the only ones.
 """
 
+import functools
 import io
 
 from flask import Request as FlaskRequest
@@ -73,15 +74,24 @@ class FormDataParser(formparser.FormDataParser):
             headers = _headers(lines)
             if headers is None or "content-disposition" not in headers:
                 return None
-            _, extra = parse_options_header(headers["content-disposition"])
-            name, filename = extra.get("name"), extra.get("filename")
+            name, filename = _names(headers["content-disposition"])
             if name is None:
                 return None
             if filename is not None:
                 files.append((name, FileStorage(io.BytesIO(data), filename, name, headers=headers)))
             else:
-                fields.append((name, data.decode(_CHARSETS.get_part_charset(headers), "replace")))
+                # werkzeug's rule, asked only of a part with a Content-Type: without one it is UTF-8.
+                charset = _CHARSETS.get_part_charset(headers) if "content-type" in headers else "utf-8"
+                fields.append((name, data.decode(charset, "replace")))
         return fields, files
+
+
+@functools.lru_cache(maxsize=512)
+def _names(disposition: str) -> tuple[str | None, str | None]:
+    """The field name and file name of a part's Content-Disposition. Kept: a client's forms repeat the same few
+    headers, and werkzeug's parsing of one cost more than splitting the rest of the form."""
+    _, extra = parse_options_header(disposition)
+    return extra.get("name"), extra.get("filename")
 
 
 def _headers(lines: list[bytes]) -> Headers | None:
