@@ -191,6 +191,34 @@ def test_hostile_files_leave_the_worker_alive_with_flat_memory(stack):
             assert worker.poll() is None
 
 
+def test_the_worker_returns_within_10_mb_of_its_memory_before_each_bulk_job(stack):
+    """Two 20k-row jobs in a row: after each, the worker's RSS is within 10 MB of where it was before it."""
+    script = stack.seed()
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with stack.worker() as worker:
+        # A worker's first job builds what it keeps for good (the store client's operation models, compiled
+        # statements): a small one first, so what is measured is what a job of many rows leaves behind.
+        content = json.dumps({**ROW, "dataset_name": "Flight 0", "timestamp": start.isoformat()}).encode()
+        assert stack.wait_for_job(post_bulk(stack, script, content)["id"])["state"] == "succeeded"
+        for flight in (1, 2):
+            rows = (
+                {**ROW, "dataset_name": f"Flight {flight}", "timestamp": (start + timedelta(seconds=index)).isoformat()}
+                for index in range(20_000)
+            )
+            content = b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+            before = rss_mb(worker.pid)
+            job = stack.wait_for_job(post_bulk(stack, script, content)["id"])
+            assert (job["state"], job["inserted"]) == ("succeeded", 20_000), job
+            assert rss_mb(worker.pid) - before < 10, (flight, before, rss_mb(worker.pid))
+
+
+def rss_mb(pid: int) -> float:
+    """The VmRSS of ``pid``, in MB."""
+    with open(f"/proc/{pid}/status") as status_file:
+        status = dict(line.split(":", 1) for line in status_file.read().splitlines())
+    return int(status["VmRSS"].split()[0]) / 1024
+
+
 def test_worker_killed_mid_job_is_resumed_with_the_same_counts(stack):
     """kill -9 of the worker once rows are processed; a new worker resumes after the lease and finishes with
     the counts of an uninterrupted run, every valid row stored once."""

@@ -176,12 +176,16 @@ def ingest(job: Job, worker: str) -> None:
     config = current_app.config
     rows = read_rows(stream, params["format"], config["BULK_MAX_ROW_BYTES"], config["MAX_CONTENT_LENGTH"])
     validated = _validated(rows, params["defaults"], skip=job.checkpoint)
-    with stream:
-        try:
-            for chunk in _read_ahead(_chunked(validated, config["BULK_CHUNK_ROWS"], job.checkpoint)):
-                _store_chunk(job, worker, references, associated, chunk)
-        except UnreadableFile as exc:
-            raise JobFailed(str(exc)) from exc
+    try:
+        with stream:
+            try:
+                for chunk in _read_ahead(_chunked(validated, config["BULK_CHUNK_ROWS"], job.checkpoint)):
+                    _store_chunk(job, worker, references, associated, chunk)
+            except UnreadableFile as exc:
+                raise JobFailed(str(exc)) from exc
+    finally:
+        # The chunks' rows (megabytes each) were freed in two threads' heaps, which glibc would keep.
+        bulk_sql.release_free_memory()
     store.delete_quietly(params["key"])
 
 
@@ -191,18 +195,27 @@ def abandon(job: Job) -> list[str]:
 
 
 def _store_chunk(job: Job, worker: str, references: RecordReferences, associated: set, chunk: Chunk) -> None:
-    rows, errors = [], []
-    for line, values, error in chunk.items:
-        if error is None:
-            try:
-                rows.append(references.row(values))
-                continue
-            except ValidationError as exc:
-                error = exc.description
-        errors.append({"line": line, "error": error})
+    errors, pairs = [], set()
+
+    def rows():
+        for line, values, error in chunk.items:
+            if error is None:
+                try:
+                    row = references.row(values)
+                except ValidationError as exc:
+                    error = exc.description
+                else:
+                    pairs.add((row["dataset_id"], row["experiment_id"]))
+                    yield row
+                    continue
+            errors.append({"line": line, "error": error})
+        chunk.items.clear()  # every row is encoded: their values go before the COPY starts
+
+    processed = len(chunk.items)
     try:
-        inserted = bulk_sql.copy_new_rows(db.session, Record.__table__, rows)
-        for pair in {(row["dataset_id"], row["experiment_id"]) for row in rows} - associated:
+        # The rows are encoded as they are resolved; none is kept (see _read_ahead on memory).
+        inserted = bulk_sql.copy_new_rows(db.session, Record.__table__, rows())
+        for pair in pairs - associated:
             associate(job.script_id, *pair)
             associated.add(pair)
     except IntegrityError as exc:
@@ -211,19 +224,20 @@ def _store_chunk(job: Job, worker: str, references: RecordReferences, associated
         if db.session.get(Script, job.script_id) is None:
             raise JobFailed("The script was deleted while its upload was being ingested.") from exc
         raise RetryLater("An experiment, season, site or dataset the rows name was deleted meanwhile.") from exc
+    valid = processed - len(errors)
     renew_lease(
         job,
         worker,
-        processed=len(chunk.items),
+        processed=processed,
         inserted=inserted,
-        duplicates=len(rows) - inserted,
+        duplicates=valid - inserted,
         failed=len(errors),
         errors=errors,
-        checkpoint=len(chunk.items),
+        checkpoint=processed,
         total=chunk.total,
     )
     db.session.commit()
-    telemetry.count_rows(inserted=inserted, duplicate=len(rows) - inserted, failed=len(errors))
+    telemetry.count_rows(inserted=inserted, duplicate=valid - inserted, failed=len(errors))
 
 
 def _validated(rows: Iterable[tuple], defaults: dict, skip: int) -> Iterator[tuple]:
@@ -269,23 +283,23 @@ def _chunked(items: Iterator[tuple], size: int, already: int) -> Iterator[Chunk]
     yield chunk
 
 
-def _read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
-    """Produce chunks on a second thread so reading and validating overlap the inserts."""
-    handoff: queues.Queue = queues.Queue(maxsize=depth)
+def _read_ahead(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Produce chunks on a second thread so reading and validating overlap the inserts: the next chunk is read
+    while one is stored, and no further."""
+    # Not further: a chunk's rows are megabytes of small objects, and Python keeps the memory of as many as were
+    # ever alive at once (its allocator's arenas stay pinned by the few objects that outlive a job).
+    handoff: queues.Queue = queues.Queue(maxsize=1)
+    taken = threading.Semaphore(0)
     stop = threading.Event()
     done = object()
 
     def produce():
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        handoff.put(chunk, timeout=0.5)
-                        break
-                    except queues.Full:
-                        continue
-                if stop.is_set():
-                    return
+                handoff.put(chunk)  # the queue is empty: the chunk before was taken
+                while not taken.acquire(timeout=0.5):
+                    if stop.is_set():
+                        return
             handoff.put(done)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             handoff.put(exc)
@@ -294,6 +308,7 @@ def _read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
     thread.start()
     try:
         while (item := handoff.get()) is not done:
+            taken.release()
             if isinstance(item, BaseException):
                 raise item
             yield item
