@@ -29,6 +29,9 @@ SAMPLE = 500
 WARMUP = 20
 COPY_TARGET = 0.85
 PER_ROW_TARGET = 50
+JOBS = 3
+# How far the worker's RSS may end above where it started a job (issue 12, item 5).
+RSS_TARGET_MB = 10
 BROKER_URL = os.environ.get("SCRIPTORIUM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 DATASET = "Bench Dataset"
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -337,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=0, help="Celery prefork processes; 0 (default) runs --pool solo"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=JOBS,
+        help=f"bulk uploads of the file in a row, each into a dataset of its own (default {JOBS}); the ratio is the "
+        "first one's, the worker's RSS is shown before, at peak and after each",
+    )
     args = parser.parse_args(argv)
     bad = invalid_lines(args.n)
     valid = args.n - len(bad)
@@ -390,10 +400,22 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
                 before = {"web": support.memory(web), "worker": support.memory(worker)}
-                checkpoint(conninfo)
-                accepted, bulk_seconds, job = bulk_upload(
-                    session, server.url, names, upload, timeout=max(600, args.n / 500)
-                )
+                # The process that runs the jobs: the solo worker itself, else its (first) pool process.
+                runner = worker if args.concurrency == 0 else process_tree(worker)[1]
+                jobs, watches = [], []
+                for index in range(args.jobs):
+                    checkpoint(conninfo)
+                    with support.RssWatch(runner, interval=0.05) as watch:
+                        jobs.append(
+                            bulk_upload(
+                                session,
+                                server.url,
+                                {**names, "dataset_name": DATASET if index == 0 else f"{DATASET} {index + 1}"},
+                                upload,
+                                timeout=max(600, args.n / 500),
+                            )
+                        )
+                    watches.append((watch, support.memory(runner)["VmRSS"]))
                 web_peak = peak_rss(web)
                 worker_peak = peak_rss(worker)
         finally:
@@ -402,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(conninfo) as conn:
             (stored,) = conn.execute("SELECT count(*) FROM script_records WHERE timestamp >= %s", (START,)).fetchone()
 
+    accepted, bulk_seconds, job = jobs[0]
     bulk_rate = args.n / bulk_seconds
     bulk_per_row = bulk_seconds / args.n
     error_lines = [error["line"] for error in job["errors"]]
@@ -414,10 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{seconds_between(job, 'created_at', 'started_at'):.2f} s, ran "
         f"{seconds_between(job, 'started_at', 'finished_at'):.2f} s"
     )
+    for index, (_, seconds, other) in enumerate(jobs[1:], start=2):
+        print(f"job {index}:    {args.n / seconds:,.0f} rows/s, {other['state']}, inserted {other['inserted']:,}")
     print(
         f"check:    job {job['state']}; total {job['total']:,}, processed {job['processed']:,}, inserted "
         f"{job['inserted']:,}, duplicates {job['duplicates']:,}, failed {job['failed']:,} at lines {error_lines}; "
-        f"{stored:,} rows stored"
+        f"{stored:,} rows stored by {len(jobs)} job(s)"
     )
     print("errors:   " + "; ".join(f"{error['line']}: {error['error'][:70]}" for error in job["errors"]))
     print(f"RSS:      web worker VmRSS {before['web']['VmRSS'] / support.MB:.1f} MB before the upload, peak {web_peak}")
@@ -425,11 +450,25 @@ def main(argv: list[str] | None = None) -> int:
         f"RSS:      celery worker VmRSS {before['worker']['VmRSS'] / support.MB:.1f} MB before the upload, peak "
         f"{worker_peak}"
     )
+    print(f"machine:  load average {os.getloadavg()[0]:.2f} (1 min) at end")
+    for index, (watch, after) in enumerate(watches, start=1):
+        print(
+            f"RSS:      job {index}, pid {runner}: before {watch.start['VmRSS'] / support.MB:.1f} MB, peak "
+            f"{watch.peak / support.MB:.1f} MB, after {after / support.MB:.1f} MB "
+            f"({(after - watch.start['VmRSS']) / support.MB:+.1f} MB)"
+        )
     expected = {"state": "succeeded", "total": args.n, "processed": args.n, "inserted": valid, "failed": len(bad)}
-    if {name: job[name] for name in expected} != expected or error_lines != sorted(bad) or stored != valid:
-        raise RuntimeError(f"the job's outcome is not the expected {expected} with errors at {sorted(bad)}")
+    outcomes = [
+        ({name: other[name] for name in expected}, [error["line"] for error in other["errors"]]) for _, _, other in jobs
+    ]
+    if any(outcome != (expected, sorted(bad)) for outcome in outcomes) or stored != valid * len(jobs):
+        raise RuntimeError(f"a job's outcome is not the expected {expected} with errors at {sorted(bad)}")
     support.print_ratio("ratio (a) bulk rows/s vs binary COPY", bulk_rate / copy_rate, COPY_TARGET)
     support.print_ratio("ratio (b) bulk vs single POSTs, per row", sample_per_row / bulk_per_row, PER_ROW_TARGET)
+    growth = max(after - watch.start["VmRSS"] for watch, after in watches) / support.MB
+    support.print_ratio(
+        "worker RSS after a job over before it", growth, RSS_TARGET_MB, higher_is_better=False, unit=" MB"
+    )
     return 0
 
 
