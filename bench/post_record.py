@@ -29,6 +29,26 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 SCRIPT_DATA = json.dumps({"plot": 17, "genotype": "G-00017", "height_cm": 61.5, "ndvi": 0.71, "leaf_count": 12})
 
 Request = tuple[str, str, bytes | None, dict[str, str]]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def print_cpu(cpu: dict[str, float], n: int, baseline: str) -> None:
+    """Print the worker's CPU per request of each kind and its ratio to ``baseline``'s: unlike the rates, it
+    hardly moves with other work on the machine."""
+    per_request = {kind: seconds / n * 1e6 for kind, seconds in cpu.items()}
+    parts = [f"{kind} {micros:,.0f} µs" for kind, micros in per_request.items()]
+    parts += [
+        f"{baseline} / {kind} {per_request[baseline] / micros:.2f}×"
+        for kind, micros in per_request.items()
+        if kind != baseline
+    ]
+    print(f"cpu:      the worker's CPU per request: {', '.join(parts)}")
 
 
 def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
@@ -113,11 +133,16 @@ def main(argv: list[str] | None = None) -> int:
             load(observed.url, WARMUP, post, first=offset + args.n)
             # Alternating rounds: a change in the machine's load during the run weighs on every kind alike.
             health_seconds = post_seconds = observed_seconds = 0.0
+            worker, cpu = support.worker_pid(server.pid), {"health": 0.0, "POST": 0.0}
             round_size = -(-args.n // ROUNDS)
             for start in range(0, args.n, round_size):
                 count = min(round_size, args.n - start)
+                used = cpu_seconds(worker)
                 health_seconds += load(server.url, count, health)
+                cpu["health"] += cpu_seconds(worker) - used
+                used = cpu_seconds(worker)
                 post_seconds += load(server.url, count, post, first=start)
+                cpu["POST"] += cpu_seconds(worker) - used
                 observed_seconds += load(observed.url, count, post, first=offset + start)
             scrape = support.api_session(token).get(f"{observed.url}/metrics", timeout=30).text
         counted = sum(
@@ -147,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             f"check:    every response was 200; {stored:,} records stored (2 × (N + {WARMUP} warm-up)); the "
             f"observed server counted {counted:,.0f} POSTs and wrote {request_lines:,} request lines"
         )
+        print_cpu(cpu, args.n, "health")
         # Other work during the run weighs on the ratio, however the rounds alternate: show how much there was.
         print(f"machine:  load average {os.getloadavg()[0]:.2f} (1 min) at end")
         support.print_ratio("ratio", result / baseline, RATIO_TARGET)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from bench import support
-from bench.post_record import THREADS, Request, load
+from bench.post_record import THREADS, Request, cpu_seconds, load, print_cpu
 
 DEFAULT_N = 5_000
 WARMUP = 200
@@ -65,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             for make_request in kinds.values():
                 load(server.url, WARMUP, make_request)
             # Alternating rounds: a change in the machine's load during the run weighs on every kind alike.
-            seconds = dict.fromkeys(kinds, 0.0)
+            seconds, cpu = dict.fromkeys(kinds, 0.0), dict.fromkeys(kinds, 0.0)
+            worker = support.worker_pid(server.pid)
             round_size = -(-args.n // ROUNDS)
             for start in range(0, args.n, round_size):
                 count = min(round_size, args.n - start)
                 for kind, make_request in kinds.items():
+                    used = cpu_seconds(worker)
                     seconds[kind] += load(server.url, count, make_request, first=start)
+                    cpu[kind] += cpu_seconds(worker) - used
             one = session.get(f"{server.url}/api/scripts/id/{ids[7]}", timeout=30).json()
         if one["id"] != ids[7] or one["script_info"]["version"] != "1.7":
             raise RuntimeError(f"GET /api/scripts/id/{{id}} answered another script: {json.dumps(one)[:500]}")
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             f"= {rates['one']:,.0f} req/s"
         )
         print(f"check:    every response was 200; the list holds the {SCRIPTS} scripts in order, one script its own")
+        print_cpu(cpu, args.n, "health")
         # Other work during the run weighs on the ratio, however the rounds alternate: show how much there was.
         print(f"machine:  load average {os.getloadavg()[0]:.2f} (1 min) at end")
         support.print_ratio("ratio /all", rates["all"] / rates["health"], RATIO_TARGET)
