@@ -41,6 +41,7 @@ the fast statement only ever stores what the step-by-step path would store.
 
 import functools
 import math
+import operator
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -220,6 +221,18 @@ def _quick_deserializer(field: ma.fields.Field) -> Callable | None:
         return None
     if type(field) is JSONObject and not field.validators:
         return _quick_json_object
+    if type(field) is Timestamp and not field.validators:
+
+        def quick_timestamp(value):
+            # For a value that is not None, ``deserialize`` is ``_deserialize`` then the (here no) validators.
+            if type(value) is not str:
+                return UNSURE
+            try:
+                return field._deserialize(value, None, None)
+            except ma.ValidationError:
+                return UNSURE
+
+        return quick_timestamp
     if type(field) is Text and all(type(v) is ma.validate.Length and v.equal is None for v in field.validators):
         bounds = [(v.min or 0, math.inf if v.max is None else v.max) for v in field.validators]
 
@@ -362,6 +375,7 @@ def _record_by_names():
 RECORD_BY_NAMES = _record_by_names()
 RESOLVED_IDS = tuple(_RESOLVED)  # what its insert returns
 PLACE_NAMES = tuple(place.field for place in PLACES)
+_place_names = operator.itemgetter(*PLACE_NAMES)  # a record's place names, as a tuple
 
 
 class RecordReferences:
@@ -380,10 +394,11 @@ class RecordReferences:
 
     def row(self, values: dict) -> dict:
         """The record's column values from validated ``values``; 422 naming every unknown reference."""
-        names = tuple(values[name] for name in PLACE_NAMES)
-        if names not in self._places:
-            self._places[names] = self._find_places(names)
-        place_ids, missing = self._places[names]
+        names = _place_names(values)
+        found = self._places.get(names)
+        if found is None:
+            found = self._places[names] = self._find_places(names)
+        place_ids, missing = found
         run_id = values.get("script_run_id")
         if run_id is not None and not self._is_own_run(run_id):
             missing = {**missing, "script_run_id": f"Script {self.script.id} has no run with the id {run_id}."}
@@ -392,10 +407,14 @@ class RecordReferences:
 
         row = record_values(values)
         dataset_name = record_dataset_name(values, self.script.script_name, row["collection_date"])
-        if dataset_name not in self._datasets:
+        dataset_id = self._datasets.get(dataset_name)
+        if dataset_id is None:
             dataset = find_or_create_dataset(dataset_name, collection_date=row["collection_date"], dataset_info={})
-            self._datasets[dataset_name] = dataset.id
-        return {**row, "script_id": self.script.id, DATASET.column: self._datasets[dataset_name], **place_ids}
+            dataset_id = self._datasets[dataset_name] = dataset.id
+        row["script_id"] = self.script.id
+        row[DATASET.column] = dataset_id
+        row.update(place_ids)
+        return row
 
     @staticmethod
     def _find_places(names: tuple[str, str, str]) -> tuple[dict, dict]:
