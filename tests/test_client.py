@@ -259,7 +259,7 @@ def test_export_errors(api, script, tmp_path):
 
 def test_records_frame_without_pyarrow_names_the_frames_extra(monkeypatch):
     """Without pyarrow installed, records_frame says which extra to install."""
-    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
     with Client("http://127.0.0.1:9", "t") as client, pytest.raises(ImportError, match=r"scriptorium-client\[frames\]"):
         client.records_frame("s1")
 

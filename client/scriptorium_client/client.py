@@ -391,7 +391,7 @@ class Client:
         try:
             import pandas  # noqa: F401  (imported for the clear message; to_pandas needs it)
             import pyarrow as pa  # type: ignore[import-untyped]
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+            import pyarrow.dataset as ds  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ImportError(
                 "records_frame needs pandas and pyarrow: pip install 'scriptorium-client[frames]'"
@@ -400,11 +400,15 @@ class Client:
         data = bytearray()
         for chunk in self._export_chunks(script_id, "parquet", None, filters):
             data += chunk
-        table = pq.read_table(pa.py_buffer(data))
+        # The system allocator rather than pyarrow's default pool (mimalloc): measured on a 1M-record export, a
+        # process's first read took 6.7 s of CPU through mimalloc and 2.5 s through malloc (later reads ~1.2 s both).
+        # A fragment's scan takes a pool; pq.read_table does not.
+        pool = pa.system_memory_pool()
+        table = ds.ParquetFileFormat().make_fragment(pa.BufferReader(data)).to_table(memory_pool=pool)
         del data
         # self_destruct frees each column's Arrow memory once converted; split_blocks skips copying the columns of
         # one type into one block.
-        frame: pandas.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
+        frame: pandas.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True, memory_pool=pool)
         return frame
 
     def _export_chunks(
