@@ -119,6 +119,22 @@ def test_values_are_stored_as_given_whatever_their_range(client, reference, scri
     assert stored[3]["dataset_name"] == "Données ✓"
 
 
+@pytest.mark.parametrize("name", ["rows.ndjson", "rows.json"])
+def test_integers_beyond_64_bits_are_kept_exactly_as_a_single_post_keeps_them(
+    client, reference, script, bulk_url, name
+):
+    """JSON allows integers of any size; a bulk row keeps them exactly (orjson alone reads them as floats)."""
+    data = {"big": 2**70 + 1, "low": -(2**64) - 3, "exact": 2**64 - 1, "digits": "12345678901234567890123"}
+    rows = [{**ROW, "timestamp": "2024-05-01T00:00:00Z", "script_data": data, "record_info": {"n": [10**30]}}]
+    content = ndjson(*rows) if name.endswith(".ndjson") else json.dumps(rows).encode()
+    job = finished(client, post_bulk(client, bulk_url, content, name))
+    assert (job["inserted"], job["failed"]) == (1, 0), job["errors"]
+    (line,) = client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()
+    stored = json.loads(line)
+    assert stored["script_data"] == data and type(stored["script_data"]["big"]) is int
+    assert stored["record_info"] == {"n": [10**30]}
+
+
 def test_form_fields_fill_in_rows_that_lack_them(client, reference, script, bulk_url):
     """experiment/season/site/dataset given in the form apply to rows without them."""
     content = ndjson(

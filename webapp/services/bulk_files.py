@@ -11,6 +11,7 @@ data than an upload may hold) raises ``UnreadableFile``; the rows read before it
 import codecs
 import csv
 import io
+import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -24,6 +25,23 @@ GZIP_MAGIC = b"\x1f\x8b"
 PIECE = 64 * 1024
 # A row is one level more than the JSON fields it holds, each of which may nest MAX_JSON_DEPTH levels.
 MAX_ROW_DEPTH = MAX_JSON_DEPTH + 1
+
+
+# orjson reads an integer beyond 64 bits as a float and loses its digits (a single POST keeps them). Every such
+# integer is written with at least 19 digits, so only text holding a run that long is read again by the standard
+# library, which keeps them; other rows keep orjson's speed.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _loads(text: bytes):
+    """The JSON value of ``text``, integers of any size kept exactly; raises ``orjson.JSONDecodeError``."""
+    item = orjson.loads(text)
+    if _LONG_DIGITS.search(text) is not None:
+        try:
+            return json.loads(text)
+        except RecursionError:
+            pass  # nested far deeper than the JSON fields allow (MAX_JSON_DEPTH): they refuse it whatever its numbers
+    return item
 
 
 class UnreadableFile(Exception):
@@ -127,7 +145,7 @@ def read_ndjson(stream: BinaryIO, max_bytes: int) -> Iterator[tuple]:
         if not line.strip():
             continue
         try:
-            item = orjson.loads(line)
+            item = _loads(line)
         except orjson.JSONDecodeError as exc:
             yield number, None, _json_error(line, exc)
             continue
@@ -354,7 +372,7 @@ class _ArrayItems:
 
     def _parsed(self, text: bytes) -> tuple:
         try:
-            item = orjson.loads(text)
+            item = _loads(text)
         except orjson.JSONDecodeError as exc:
             return self.index, None, _json_error(text, exc)
         if isinstance(item, dict):
