@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=JOBS,
         help=f"bulk uploads of the file in a row, each into a dataset of its own (default {JOBS}); the ratio is the "
-        "first one's, the worker's RSS is shown before, at peak and after each",
+        "first one's, the worker's RSS is shown before, at peak and after each, and held to the target from the "
+        "second on",
     )
     args = parser.parse_args(argv)
     bad = invalid_lines(args.n)
@@ -465,10 +466,15 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError(f"a job's outcome is not the expected {expected} with errors at {sorted(bad)}")
     support.print_ratio("ratio (a) bulk rows/s vs binary COPY", bulk_rate / copy_rate, COPY_TARGET)
     support.print_ratio("ratio (b) bulk vs single POSTs, per row", sample_per_row / bulk_per_row, PER_ROW_TARGET)
-    growth = max(after - watch.start["VmRSS"] for watch, after in watches) / support.MB
-    support.print_ratio(
-        "worker RSS after a job over before it", growth, RSS_TARGET_MB, higher_is_better=False, unit=" MB"
-    )
+    # The first job in a fresh worker also pays what any first use keeps for good (imports, compiled statements,
+    # the arenas its rows needed, which later jobs reuse); what the target is about is what each job adds to that.
+    first = (watches[0][1] - watches[0][0].start["VmRSS"]) / support.MB
+    print(f"RSS:      the first job in this worker left it {first:+.1f} MB (its one-time costs)")
+    if len(watches) > 1:
+        growth = max(after - watch.start["VmRSS"] for watch, after in watches[1:]) / support.MB
+        support.print_ratio(
+            "worker RSS after a later job over before it", growth, RSS_TARGET_MB, higher_is_better=False, unit=" MB"
+        )
     return 0
 
 
