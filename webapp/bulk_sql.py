@@ -343,11 +343,12 @@ def _json_line_sql(stmt: Select):
 
 def _json_line(row) -> bytes:
     line = {key: iso_utc(value) if isinstance(value, datetime) else value for key, value in row.items()}
-    return dump_json({key: value for key, value in line.items() if value is not None}).encode() + b"\n"
+    return dump_json_bytes({key: value for key, value in line.items() if value is not None}) + b"\n"
 
 
 def dump_json_bytes(value) -> bytes:
-    """``dump_json``'s UTF-8 bytes, without decoding orjson's."""
+    """JSON of ``value`` as UTF-8: orjson for speed, the standard library for what orjson refuses (integers
+    beyond 64 bits, which JSON allows)."""
     try:
         return orjson.dumps(value)
     except TypeError:
@@ -355,9 +356,5 @@ def dump_json_bytes(value) -> bytes:
 
 
 def dump_json(value) -> str:
-    """JSON text of ``value``: orjson for speed, the standard library for what orjson refuses (integers
-    beyond 64 bits, which JSON allows)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """``dump_json_bytes`` as text."""
+    return dump_json_bytes(value).decode()
