@@ -538,4 +538,8 @@ def _post_on_an_ended_connection(client, postgresql_url: str) -> None:
     assert stored.status_code == 200
     assert stored.json["script_data"] == {"height_cm": 41.5, "tags": ["a", "b"], "plot": {"row": 3}}
     assert stored.json["dataset_name"] == first["dataset_name"]
+    # The response echoes what was sent; what the database holds is read back.
+    read = client.get(f"/api/scripts/records/id/{stored.json['id']}").json
+    assert read["script_data"] == {"height_cm": 41.5, "tags": ["a", "b"], "plot": {"row": 3}}
+    assert read["dataset_name"] == first["dataset_name"]
     assert stored_ids(client, url) == [first["id"], stored.json["id"]]
