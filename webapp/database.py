@@ -131,7 +131,7 @@ class Database:
         """
         engine = self.engine
         if engine.dialect.name != "postgresql":
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            with self.autocommit() as connection:
                 return connection.execute(stmt, params).all()
         constant = self._compiled.get(stmt)
         if constant is None:
