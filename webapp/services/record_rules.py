@@ -45,7 +45,8 @@ import operator
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, date
+from typing import NamedTuple
 
 import marshmallow as ma
 from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
@@ -378,43 +379,63 @@ PLACE_NAMES = tuple(place.field for place in PLACES)
 _place_names = operator.itemgetter(*PLACE_NAMES)  # a record's place names, as a tuple
 
 
+class RecordNames(NamedTuple):
+    """What a record refers to: its places' names (in ``PLACE_NAMES`` order), its dataset's name, its run, and
+    the date a new dataset gets; the first three say which ids it has."""
+
+    places: tuple[str, str, str]
+    dataset: str
+    run_id: uuid.UUID | None
+    collection_date: date
+
+
 class RecordReferences:
     """Turns a record's names (experiment, season, site, dataset) and run into ids for one script, step by step.
 
     Both the single-record endpoint (when its one statement stores nothing) and bulk ingest go through here. It
     remembers what it resolved: a bulk upload looks up each distinct name once. Missing datasets are created in
-    the caller's transaction.
+    the caller's transaction. ``names`` needs no database, so a bulk upload's reader thread runs it; ``ids``
+    runs where the transaction is.
     """
 
     def __init__(self, script: Script):
-        self.script = script
+        # Plain values, not the script object: another thread reads them, and a commit would expire its attributes.
+        self.script_id = script.id
+        self.script_name = script.script_name
         self._places: dict[tuple[str, str, str], tuple] = {}
         self._datasets: dict[str, uuid.UUID] = {}
         self._runs: dict[uuid.UUID, bool] = {}
 
     def row(self, values: dict) -> dict:
         """The record's column values from validated ``values``; 422 naming every unknown reference."""
-        names = _place_names(values)
-        found = self._places.get(names)
+        row = record_values(values)
+        row.update(self.ids(self.names(values, row["collection_date"])))
+        return row
+
+    def names(self, values: dict, collection_date) -> RecordNames:
+        """What the record refers to by name, from validated ``values`` and its ``collection_date``."""
+        return RecordNames(
+            _place_names(values),
+            record_dataset_name(values, self.script_name, collection_date),
+            values.get("script_run_id"),
+            collection_date,
+        )
+
+    def ids(self, names: RecordNames) -> dict:
+        """The id columns of a record naming ``names`` (the script's too); 422 naming every unknown reference."""
+        found = self._places.get(names.places)
         if found is None:
-            found = self._places[names] = self._find_places(names)
+            found = self._places[names.places] = self._find_places(names.places)
         place_ids, missing = found
-        run_id = values.get("script_run_id")
-        if run_id is not None and not self._is_own_run(run_id):
-            missing = {**missing, "script_run_id": f"Script {self.script.id} has no run with the id {run_id}."}
+        if names.run_id is not None and not self._is_own_run(names.run_id):
+            missing = {**missing, "script_run_id": f"Script {self.script_id} has no run with the id {names.run_id}."}
         if missing:
             raise ValidationError(missing)
-
-        row = record_values(values)
-        dataset_name = record_dataset_name(values, self.script.script_name, row["collection_date"])
-        dataset_id = self._datasets.get(dataset_name)
+        dataset_id = self._datasets.get(names.dataset)
         if dataset_id is None:
-            dataset = find_or_create_dataset(dataset_name, collection_date=row["collection_date"], dataset_info={})
-            dataset_id = self._datasets[dataset_name] = dataset.id
-        row["script_id"] = self.script.id
-        row[DATASET.column] = dataset_id
-        row.update(place_ids)
-        return row
+            dataset = find_or_create_dataset(names.dataset, collection_date=names.collection_date, dataset_info={})
+            dataset_id = self._datasets[names.dataset] = dataset.id
+        return {"script_id": self.script_id, DATASET.column: dataset_id, **place_ids}
 
     @staticmethod
     def _find_places(names: tuple[str, str, str]) -> tuple[dict, dict]:
@@ -428,7 +449,7 @@ class RecordReferences:
     def _is_own_run(self, run_id: uuid.UUID) -> bool:
         if run_id not in self._runs:
             found = db.session.scalar(
-                select(ScriptRun.id).where(OWN_RUN), {"script_run_id": run_id, "script_id": self.script.id}
+                select(ScriptRun.id).where(OWN_RUN), {"script_run_id": run_id, "script_id": self.script_id}
             )
             self._runs[run_id] = found is not None
         return self._runs[run_id]
