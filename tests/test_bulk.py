@@ -72,6 +72,21 @@ def test_ndjson_upload_counts_inserted_duplicates_and_failed_rows_with_lines(cli
     assert [json.loads(line)["script_data"] for line in lines] == [{"h": 1}, {"h": 4}]
 
 
+def test_bulk_rows_get_time_ordered_ids_in_line_order(
+    client, app, reference, script, bulk_url, monkeypatch
+):
+    """Across chunks, each stored row has a version-7 id, and a later line's id sorts after an earlier one's."""
+    monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 4)
+    content = ndjson(*({**ROW, "timestamp": f"2024-05-01T00:00:{second:02d}Z"} for second in range(10)))
+    job = finished(client, post_bulk(client, bulk_url, content, "rows.ndjson"))
+    assert (job["state"], job["inserted"]) == ("succeeded", 10)
+    lines = client.get(f"/api/scripts/id/{script['id']}/records").data.decode().splitlines()
+    records = sorted((json.loads(line) for line in lines), key=lambda record: record["timestamp"])
+    ids = [uuid.UUID(record["id"]) for record in records]
+    assert len(ids) == 10 and {i.version for i in ids} == {7}
+    assert ids == sorted(ids)
+
+
 def test_csv_upload_with_json_columns_and_multiline_cells(client, reference, script, bulk_url):
     """CSV rows use the header; JSON columns hold JSON; lines are physical, the header being line 1."""
     content = (

@@ -4,7 +4,7 @@ import uuid
 
 from tests.conftest import record_form
 from webapp.extensions import db
-from webapp.fields import new_id
+from webapp.fields import new_id, new_raw_id
 from webapp.models import JobKind
 from webapp.services import jobs
 
@@ -15,6 +15,15 @@ def test_new_ids_are_version_7_and_increase():
     assert {type(i) for i in ids} == {uuid.UUID}
     assert {i.version for i in ids} == {7}
     assert {i.variant for i in ids} == {uuid.RFC_4122}
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_raw_ids_come_from_the_same_sequence_as_new_ids():
+    """``new_raw_id`` (a bulk row's id) is ``new_id``'s kind of id: version 7, increasing across both, unique."""
+    mixed = [make() for _ in range(5_000) for make in (new_id, new_raw_id)]
+    ids = [uuid.UUID(bytes=made.bytes) for made in mixed]
+    assert {i.version for i in ids} == {7}
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
 

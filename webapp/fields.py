@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import marshmallow as ma
+import uuid_utils
 import uuid_utils.compat
 from flask_smorest.fields import Upload
 from werkzeug.datastructures import FileStorage
@@ -24,6 +25,12 @@ def new_id() -> uuid.UUID:
     """A fresh id for any new row: a UUIDv7, time-ordered, so index inserts land on the rightmost pages."""
     # Python 3.11's uuid has no uuid7 (3.14 adds it); uuid-utils' compat module returns a plain uuid.UUID.
     return uuid_utils.compat.uuid7()
+
+
+def new_raw_id() -> uuid_utils.UUID:
+    """A fresh id like ``new_id``'s, as uuid-utils' own object (it has ``bytes``): made in a sixth of the time,
+    for rows encoded by the million."""
+    return uuid_utils.uuid7()
 
 
 def unstorable_text(text: str) -> bool:

@@ -26,7 +26,7 @@ from werkzeug.datastructures import FileStorage
 from webapp import bulk_sql, telemetry
 from webapp.errors import ConflictError, StorageError, UnsupportedMediaTypeError, ValidationError
 from webapp.extensions import db, store
-from webapp.fields import new_id, unstorable_text
+from webapp.fields import new_id, new_raw_id, unstorable_text
 from webapp.models import Job, JobKind, Record, Script, utcnow
 from webapp.services import jobs
 from webapp.services.bulk_files import UnreadableFile, read_rows
@@ -262,7 +262,7 @@ class _Rows:
                 now = utcnow()  # the rows' creation time, to within a thousand rows
             row = record_values(values)
             names = names_of(values, row["collection_date"])
-            own = encode((new_id(), now, *_record_own_values(row)))
+            own = encode((new_raw_id(), now, *_record_own_values(row)))
             ids = resolved.get(names[:3])
             yield line, (_Unresolved(names, own) if ids is None else ids + own), None
 
