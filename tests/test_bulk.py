@@ -72,9 +72,7 @@ def test_ndjson_upload_counts_inserted_duplicates_and_failed_rows_with_lines(cli
     assert [json.loads(line)["script_data"] for line in lines] == [{"h": 1}, {"h": 4}]
 
 
-def test_bulk_rows_get_time_ordered_ids_in_line_order(
-    client, app, reference, script, bulk_url, monkeypatch
-):
+def test_bulk_rows_get_time_ordered_ids_in_line_order(client, app, reference, script, bulk_url, monkeypatch):
     """Across chunks, each stored row has a version-7 id, and a later line's id sorts after an earlier one's."""
     monkeypatch.setitem(app.config, "BULK_CHUNK_ROWS", 4)
     content = ndjson(*({**ROW, "timestamp": f"2024-05-01T00:00:{second:02d}Z"} for second in range(10)))
