@@ -3,7 +3,8 @@
 Every insert here is ``ON CONFLICT DO NOTHING``: a row already stored is left as it is. They differ in what they
 insert: ``insert_new_rows`` a list of rows into one table, ``insert_new_row_per_table`` one row into each of
 several tables, ``insert_new_from_select`` (a statement, built once) what a SELECT selects, and ``copy_new_rows``
-many rows through COPY. ``stream_json_lines`` goes the other way: the rows of a SELECT as NDJSON.
+many rows, encoded beforehand in a ``RowFormat``, through COPY. ``stream_json_lines`` goes the other way: the rows
+of a SELECT as NDJSON.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import psycopg
+import uuid_utils
 from sqlalchemy import JSON, Select, Text, bindparam, case, cast, func, literal_column
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -165,7 +167,7 @@ _INT4 = struct.Struct("!ii").pack
 _INT8 = struct.Struct("!iq").pack
 
 
-def _uuid_field(value: uuid.UUID) -> bytes:
+def _uuid_field(value: uuid.UUID | uuid_utils.UUID) -> bytes:
     return b"\x00\x00\x00\x10" + value.bytes
 
 
