@@ -1,21 +1,27 @@
 """Flat cost to 10M records: the same reads and writes against a table of 1M records and one of 10M (200 scripts),
-each in its own scratch database, in the same run: a script's NDJSON stream, a two-site one-week /filter (time to
-first byte, rows/s), single POSTs, a 100k-row bulk upload and the WAL that upload wrote."""
+each in its own scratch database with its own server, in alternating rounds of the same run: a script's NDJSON
+stream, a two-site one-week /filter (time to first byte, rows/s), single POSTs, 100k-row bulk uploads and the WAL
+each upload wrote."""
 
+import contextlib
 import os
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from bench import bulk_ingest, support
+from webapp.cli.setup import upgrade_database
 
 DEFAULT_RECORDS = 10_000_000
 DEFAULT_BASELINE = 1_000_000
@@ -24,13 +30,23 @@ SITES = 10
 # The streamed and filtered script holds the same records in both tables, so both read the same rows.
 STREAMED = 100_000
 BULK_ROWS = 100_000
-POSTS = 300
+# Per table size. Every kind runs in rounds whose order turns each time (small, large, large, small, ...), so a
+# load that rises or falls steadily during the run weighs on both sizes alike.
+STREAMS = 6
 FILTERS = 20
+POST_ROUNDS = 4
+POSTS_PER_ROUND = 75
+BULK_UPLOADS = 2
 RATE_TARGET = 0.9
 WAL_TARGET = 2.0
+# Disk per seeded record (table, TOAST, indexes: 733 bytes measured at 200k and 400k, rounded up for the uploads'
+# rows), and what seeding needs on top for a while: WAL up to max_wal_size and the index builds' sort files.
+RECORD_BYTES = 800
+SEED_SLACK_BYTES = 3 * 10**9
 # Seeded records sit in 2020, one minute apart per script: clear of the bulk (2024) and POST (2022-23) timestamps.
 SEED_START = "2020-01-01T00:00:00Z"
 WEEK = ("2020-01-08T00:00:00Z", "2020-01-14T23:59:59Z")
+FILTER_QUERY = {"start_timestamp": WEEK[0], "end_timestamp": WEEK[1], "site_names": "Bench Site 1,Bench Site 2"}
 
 REFERENCE_SQL = (
     "INSERT INTO experiments (id, experiment_name, experiment_info, created_at)"
@@ -77,20 +93,83 @@ WHERE x.indrelid = 'script_records'::regclass AND NOT x.indisprimary
 
 
 @dataclass
-class Figures:
-    """What one table size measured."""
+class Table:
+    """One table size: its database, its server once started, and what each round measured against it."""
 
     records: int
+    url: str
     seed_seconds: float
     table_mb: float
-    stream_rate: float
-    filter_ttfb: float
-    filter_rate: float
-    filter_rows: int
-    post_rate: float
-    bulk_rate: float
-    wal_bytes: int
-    wal_fpi: dict[str, int]
+    streamed: str
+    names: dict[str, str]
+    http: requests.Session | None = None
+    server_url: str = ""
+    streams: list[tuple[float, float, int]] = field(default_factory=list)
+    filters: list[tuple[float, float, int]] = field(default_factory=list)
+    post_seconds: float = 0.0
+    bulk_seconds: list[float] = field(default_factory=list)
+    wal: list[tuple[int, dict[str, int]]] = field(default_factory=list)
+
+    @property
+    def conninfo(self) -> str:
+        """The database's URL as psycopg takes it."""
+        return support.psycopg_url(self.url)
+
+    @property
+    def records_url(self) -> str:
+        """The streamed script's records on this table's server."""
+        return f"{self.server_url}/api/scripts/id/{self.streamed}/records"
+
+    @property
+    def stream_rate(self) -> float:
+        """Median rows/s of the streams."""
+        return statistics.median(rate for _, rate, _ in self.streams)
+
+    @property
+    def filter_ttfb(self) -> float:
+        """Median seconds to the first byte of the filters."""
+        return statistics.median(ttfb for ttfb, _, _ in self.filters)
+
+    @property
+    def filter_rate(self) -> float:
+        """Median rows/s of the filters."""
+        return statistics.median(rate for _, rate, _ in self.filters)
+
+    @property
+    def post_rate(self) -> float:
+        """Single POSTs per second over all rounds."""
+        return POST_ROUNDS * POSTS_PER_ROUND / self.post_seconds
+
+    @property
+    def bulk_rate(self) -> float:
+        """Rows per second over all the uploads (their time summed, so a steady drift cancels in ABBA order)."""
+        return BULK_UPLOADS * BULK_ROWS / sum(self.bulk_seconds)
+
+    @property
+    def wal_bytes(self) -> float:
+        """Mean WAL bytes of an upload."""
+        return statistics.mean(size for size, _ in self.wal)
+
+
+@contextlib.contextmanager
+def scratch_database(label: str) -> Iterator[str]:
+    """A new PostgreSQL database named after this process and ``label``, migrated to head, dropped on exit; yields
+    its SQLAlchemy URL."""
+    # support.scratch_database names its database after the process alone: this run holds two at once.
+    server = make_url(support.POSTGRES_URL)
+    name = f"scriptorium_bench_{os.getpid()}_{label}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = server.set(database=name).render_as_string(hide_password=False)
+        upgrade_database(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def seed(conninfo: str, records: int) -> None:
@@ -122,7 +201,7 @@ def seed(conninfo: str, records: int) -> None:
 
 
 def script_names(conninfo: str) -> tuple[str, dict[str, str]]:
-    """The streamed script's id, and the names the POSTs and the bulk upload go to (the second script)."""
+    """The streamed script's id, and the names the POSTs and the bulk uploads go to (the second script)."""
     with psycopg.connect(conninfo) as conn:
         streamed, target = (
             str(row[0]) for row in conn.execute("SELECT id FROM scripts ORDER BY script_name LIMIT 2").fetchall()
@@ -133,6 +212,55 @@ def script_names(conninfo: str) -> tuple[str, dict[str, str]]:
         "season_name": "Bench Season",
         "site_name": "Bench Site 0",
     }
+
+
+def seeded(url: str, records: int) -> Table:
+    """Seed the database at ``url`` with ``records`` records and check their count."""
+    conninfo = support.psycopg_url(url)
+    started = time.perf_counter()
+    seed(conninfo, records)
+    seed_seconds = time.perf_counter() - started
+    with psycopg.connect(conninfo) as conn:
+        (count, size) = conn.execute(
+            "SELECT count(*), pg_total_relation_size('script_records') FROM script_records"
+        ).fetchone()
+    if count != STREAMED + (records - STREAMED) // (SCRIPTS - 1) * (SCRIPTS - 1):
+        raise RuntimeError(f"the seed stored {count:,} records")
+    print(
+        f"seeded:   {count:,} records in {seed_seconds:.0f} s; script_records {size / support.MB:,.0f} MB "
+        f"({size / count:,.0f} bytes a record)",
+        flush=True,
+    )
+    streamed, names = script_names(conninfo)
+    return Table(count, url, seed_seconds, size / support.MB, streamed, names)
+
+
+@contextlib.contextmanager
+def serving(table: Table, tmp: Path) -> Iterator[None]:
+    """A Celery worker and gunicorn on ``table``'s database, each on a queue of its own, warmed up."""
+    settings = bulk_ingest.broker_settings()
+    instance = tmp / f"instance-{table.records}"
+    env = support.app_env(table.url, instance, **settings)
+    table.http = support.api_session(support.api_token(table.url, instance))
+    try:
+        with (
+            bulk_ingest.celery_worker(env, tmp / f"worker-{table.records}.log", 0),
+            support.gunicorn(env, tmp / f"gunicorn-{table.records}.log") as server,
+        ):
+            table.server_url = server.url
+            # Warms the server (imports, pool, the streaming and POST paths) before anything is timed.
+            stream_rate(table.http, f"{table.records_url}?site_name=none")
+            bulk_ingest.post_records(table.http, server.url, table.names, 20, datetime(2022, 1, 1, tzinfo=UTC))
+            yield
+    finally:
+        bulk_ingest.forget_queue(settings["queue_name"])
+
+
+def turns(tables: list[Table], rounds: int) -> Iterator[tuple[int, Table]]:
+    """Each round's number and table, the order turning every round: A B, B A, A B, ..."""
+    for number in range(rounds):
+        for table in tables if number % 2 == 0 else tables[::-1]:
+            yield number, table
 
 
 def stream_rate(http: requests.Session, url: str) -> tuple[float, float, int]:
@@ -175,85 +303,73 @@ def wal_since(conninfo: str, lsn: str) -> tuple[int, dict[str, int]]:
     return int(size), {manager: int(fpi) for manager, fpi in rows}
 
 
-def measure(records: int, tmp: Path) -> Figures:
-    """Seed a scratch database with ``records`` records, measure it and drop it."""
-    with support.scratch_database() as url:
-        conninfo = support.psycopg_url(url)
-        started = time.perf_counter()
-        seed(conninfo, records)
-        seed_seconds = time.perf_counter() - started
-        with psycopg.connect(conninfo) as conn:
-            (count, size) = conn.execute(
-                "SELECT count(*), pg_total_relation_size('script_records') FROM script_records"
-            ).fetchone()
-        if count != STREAMED + (records - STREAMED) // (SCRIPTS - 1) * (SCRIPTS - 1):
-            raise RuntimeError(f"the seed stored {count:,} records")
-        print(f"seeded:   {count:,} records in {seed_seconds:.0f} s; script_records {size / support.MB:,.0f} MB")
-        streamed, names = script_names(conninfo)
-        upload = tmp / "bulk.ndjson"
-        if not upload.exists():
-            bulk_ingest.write_ndjson(upload, BULK_ROWS, {})
-        settings = bulk_ingest.broker_settings()
-        env = support.app_env(url, tmp / "instance", **settings)
-        http = support.api_session(support.api_token(url, tmp / "instance"))
+@contextlib.contextmanager
+def wal_kept(conninfo: str) -> Iterator[None]:
+    """The server keeps its WAL from here to the block's end (a temporary replication slot, gone with its session),
+    so no checkpoint during an upload removes segments pg_walinspect has yet to read."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         try:
-            with (
-                bulk_ingest.celery_worker(env, tmp / f"worker-{records}.log", 0),
-                support.gunicorn(env, tmp / f"gunicorn-{records}.log") as server,
-            ):
-                base = f"{server.url}/api/scripts/id/{streamed}/records"
-                # Warms the worker (imports, pool, the streaming path) before anything is timed.
-                stream_rate(http, f"{base}?site_name=none")
-                streams = [stream_rate(http, base) for _ in range(3)]
-                if {rows for _, _, rows in streams} != {STREAMED}:
-                    raise RuntimeError(f"streams returned {[rows for _, _, rows in streams]} rows")
-                query = {
-                    "start_timestamp": WEEK[0],
-                    "end_timestamp": WEEK[1],
-                    "site_names": "Bench Site 1,Bench Site 2",
-                }
-                filter_url = requests.Request("GET", f"{base}/filter", params=query).prepare().url
-                filters = [stream_rate(http, filter_url) for _ in range(FILTERS)]
-
-                bulk_ingest.post_records(http, server.url, names, 20, datetime(2022, 1, 1, tzinfo=UTC))
-                post_seconds = bulk_ingest.post_records(
-                    http, server.url, names, POSTS, datetime(2023, 1, 1, tzinfo=UTC)
-                )
-
-                bulk_ingest.checkpoint(conninfo)
-                lsn = wal_lsn(conninfo)
-                _, bulk_seconds, job = bulk_ingest.bulk_upload(http, server.url, names, upload, timeout=1800)
-                wal_bytes, wal_fpi = wal_since(conninfo, lsn)
-                if (job["state"], job["inserted"]) != ("succeeded", BULK_ROWS):
-                    raise RuntimeError(f"the bulk job ended {job}")
-        finally:
-            bulk_ingest.forget_queue(settings["queue_name"])
-    return Figures(
-        records=count,
-        seed_seconds=seed_seconds,
-        table_mb=size / support.MB,
-        stream_rate=statistics.median(rate for _, rate, _ in streams),
-        filter_ttfb=statistics.median(ttfb for ttfb, _, _ in filters),
-        filter_rate=statistics.median(rate for _, rate, _ in filters),
-        filter_rows=filters[0][2],
-        post_rate=POSTS / post_seconds,
-        bulk_rate=BULK_ROWS / bulk_seconds,
-        wal_bytes=wal_bytes,
-        wal_fpi=wal_fpi,
-    )
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (f"bench_scale_{os.getpid()}",))
+        except psycopg.Error as error:
+            print(f"note:     WAL not kept for pg_walinspect: {str(error).strip()[:100]}", flush=True)
+        yield
 
 
-def report(figures: Figures) -> None:
+def measure(tables: list[Table], upload: Path) -> None:
+    """Every kind of request against every table, in rounds of turning order; the samples go to each table."""
+    for _, table in turns(tables, STREAMS):
+        table.streams.append(stream_rate(table.http, table.records_url))
+    for table in tables:
+        if {rows for _, _, rows in table.streams} != {STREAMED}:
+            raise RuntimeError(f"streams returned {[rows for _, _, rows in table.streams]} rows")
+
+    for _, table in turns(tables, FILTERS):
+        url = requests.Request("GET", f"{table.records_url}/filter", params=FILTER_QUERY).prepare().url
+        table.filters.append(stream_rate(table.http, url))
+    filtered = {rows for table in tables for _, _, rows in table.filters}
+    if len(filtered) != 1 or 0 in filtered:
+        raise RuntimeError(f"the filters returned {sorted(filtered)} rows, expected the same rows every time")
+
+    for number, table in turns(tables, POST_ROUNDS):
+        start = datetime(2023, 1, 1, tzinfo=UTC) + timedelta(seconds=number * POSTS_PER_ROUND)
+        table.post_seconds += bulk_ingest.post_records(
+            table.http, table.server_url, table.names, POSTS_PER_ROUND, start
+        )
+
+    for number, table in turns(tables, BULK_UPLOADS):
+        # A dataset of its own per upload, so no row of the same file is a duplicate of an earlier upload's.
+        names = {**table.names, "dataset_name": f"{bulk_ingest.DATASET} upload {number + 1}"}
+        bulk_ingest.checkpoint(table.conninfo)
+        with wal_kept(table.conninfo):
+            lsn = wal_lsn(table.conninfo)
+            _, seconds, job = bulk_ingest.bulk_upload(table.http, table.server_url, names, upload, timeout=1800)
+            # Uploads run one at a time and the other server is idle meanwhile: the server's WAL is this upload's.
+            table.wal.append(wal_since(table.conninfo, lsn))
+        if (job["state"], job["inserted"]) != ("succeeded", BULK_ROWS):
+            raise RuntimeError(f"the bulk job ended {job}")
+        table.bulk_seconds.append(seconds)
+
+
+def report(table: Table) -> None:
     """Print one table size's numbers."""
+    read = [fpi for _, fpi in table.wal if not any(manager.startswith("unknown") for manager in fpi)]
+    managers = sorted({manager for fpi in read for manager in fpi})
     fpi = "".join(
-        f"; {manager} full-page images {size / support.MB:,.1f} MB" for manager, size in figures.wal_fpi.items()
+        f"; {manager} full-page images {statistics.mean(f.get(manager, 0) for f in read) / support.MB:,.1f} MB"
+        for manager in managers
     )
+    unread = [manager for _, fpi in table.wal for manager in fpi if manager.startswith("unknown")]
+    if unread:
+        fpi += f" (full-page images of {len(unread)} upload(s) unread: {unread[0]})"
+    uploads = ", ".join(f"{size / support.MB:,.1f}" for size, _ in table.wal)
+    rates = ", ".join(f"{BULK_ROWS / seconds:,.0f}" for seconds in table.bulk_seconds)
     print(
-        f"result:   {figures.records:,} records: stream {figures.stream_rate:,.0f} rows/s (median of 3, "
-        f"{STREAMED:,} rows); filter TTFB {figures.filter_ttfb * 1000:.1f} ms, {figures.filter_rate:,.0f} rows/s "
-        f"(median of {FILTERS}, {figures.filter_rows:,} rows); POST {figures.post_rate:,.0f} req/s ({POSTS} one by "
-        f"one); bulk {figures.bulk_rate:,.0f} rows/s ({BULK_ROWS:,} rows to succeeded); bulk WAL "
-        f"{figures.wal_bytes / support.MB:,.1f} MB{fpi}",
+        f"result:   {table.records:,} records: stream {table.stream_rate:,.0f} rows/s (median of {STREAMS}, "
+        f"{STREAMED:,} rows); filter TTFB {table.filter_ttfb * 1000:.1f} ms, {table.filter_rate:,.0f} rows/s "
+        f"(median of {FILTERS}, {table.filters[0][2]:,} rows); POST {table.post_rate:,.0f} req/s ({POST_ROUNDS} "
+        f"rounds of {POSTS_PER_ROUND} one by one); bulk {table.bulk_rate:,.0f} rows/s ({BULK_UPLOADS} uploads of "
+        f"{BULK_ROWS:,} rows to succeeded, time summed: {rates}); bulk WAL {table.wal_bytes / support.MB:,.1f} MB "
+        f"(mean of {uploads} MB){fpi}",
         flush=True,
     )
 
@@ -270,14 +386,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.n, args.baseline) < STREAMED + SCRIPTS:
         parser.error(f"each table needs at least {STREAMED + SCRIPTS:,} records")
-    support.print_header("scale", argv, args.n, f"records against {args.baseline:,}, {SCRIPTS} scripts, PostgreSQL")
-    print(f"disk:     {shutil.disk_usage('/').free / 1e9:.0f} GB free before seeding")
+    what = f"records against {args.baseline:,}, {SCRIPTS} scripts, PostgreSQL, both at once in alternating rounds"
+    support.print_header("scale", argv, args.n, what)
+    free = shutil.disk_usage("/").free
+    needed = (args.n + args.baseline) * RECORD_BYTES + SEED_SLACK_BYTES
+    print(f"disk:     {free / 1e9:.0f} GB free before seeding; both tables need about {needed / 1e9:.0f} GB")
+    if free < needed:
+        raise RuntimeError(
+            f"{free / 1e9:.0f} GB of disk is free, the {args.baseline:,}- and {args.n:,}-record tables need about "
+            f"{needed / 1e9:.0f} GB ({RECORD_BYTES} bytes a record and {SEED_SLACK_BYTES / 1e9:.0f} GB while "
+            "seeding): free some, or lower --n"
+        )
     print("note:     WAL is the server's; other databases' writes on it during the upload count too")
-    with tempfile.TemporaryDirectory(prefix="scriptorium-bench-") as tmp:
-        small = measure(args.baseline, Path(tmp))
-        report(small)
-        large = measure(args.n, Path(tmp))
-        report(large)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scriptorium-bench-")))
+        small = seeded(stack.enter_context(scratch_database("baseline")), args.baseline)
+        large = seeded(stack.enter_context(scratch_database("large")), args.n)
+        upload = tmp / "bulk.ndjson"
+        bulk_ingest.write_ndjson(upload, BULK_ROWS, {})
+        for table in (small, large):
+            stack.enter_context(serving(table, tmp))
+        measure([small, large], upload)
+    report(small)
+    report(large)
     print(f"machine:  load average {os.getloadavg()[0]:.2f} (1 min) at the end")
     for label, attribute in (
         ("stream rows/s", "stream_rate"),
