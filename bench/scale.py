@@ -36,7 +36,10 @@ STREAMS = 6
 FILTERS = 20
 POST_ROUNDS = 4
 POSTS_PER_ROUND = 75
-BULK_UPLOADS = 2
+# One upload per size, each the first into its seeded table, as the issue measures it: a second upload into the same
+# table meets other free space (at 200k records the first wrote 194 MB of WAL, the second 107), so uploads in ABBA
+# order would set a first against a second.
+BULK_UPLOADS = 1
 RATE_TARGET = 0.9
 WAL_TARGET = 2.0
 # Disk per seeded record (table, TOAST, indexes: 733 bytes measured at 200k and 400k, rounded up for the uploads'
@@ -142,7 +145,7 @@ class Table:
 
     @property
     def bulk_rate(self) -> float:
-        """Rows per second over all the uploads (their time summed, so a steady drift cancels in ABBA order)."""
+        """Rows per second over the uploads, their time summed."""
         return BULK_UPLOADS * BULK_ROWS / sum(self.bulk_seconds)
 
     @property
