@@ -6,7 +6,6 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from tests.conftest import make_app, make_token, record_form, token_client, wait_for_file
-from webapp import database
 
 
 def test_all_scripts_is_404_when_there_are_none(client):
@@ -147,57 +146,6 @@ def test_reads_on_connections_the_database_ended_are_503_then_served(tmp_path, p
         failed = client.get(path)
         assert (failed.status_code, failed.headers["Retry-After"]) == (503, "1")
         assert client.get(path).json == expected
-    app.extensions["database"].dispose()
-
-
-def _end_connections(postgresql_url: str) -> int:
-    """End every connection to the test database but this one; how many there were."""
-    url = make_url(postgresql_url)
-    server = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(server, autocommit=True) as admin:
-        return admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            [url.database],
-        ).fetchone()[0]
-
-
-def _connections(postgresql_url: str) -> int:
-    """How many connections the test database has, this one not counted."""
-    url = make_url(postgresql_url)
-    server = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(server, autocommit=True) as admin:
-        return admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [url.database]
-        ).fetchone()[0]
-
-
-def test_a_read_after_an_idle_while_is_served_on_a_new_connection(tmp_path, postgresql_url, monkeypatch):
-    """Each thread keeps its own connection for ``db.rows``; one idle past ``IDLE_SECONDS`` is pinged first, so
-    one the database ended meanwhile is replaced and the read served (no 503), as the pool's connections are."""
-    app = make_app(tmp_path, postgresql_url)
-    client = token_client(app, make_token(app))
-    script = client.post("/api/scripts", json={"script_name": "s", "script_info": {"k": 1}}).json
-    path = f"/api/scripts/id/{script['id']}"
-    assert client.get(path).json == script
-    monkeypatch.setattr(database, "IDLE_SECONDS", 0.0)
-    assert _end_connections(postgresql_url) >= 1
-    assert client.get(path).json == script
-    app.extensions["database"].dispose()
-
-
-def test_dispose_closes_the_connections_of_reads(tmp_path, postgresql_url):
-    """``engine.dispose()`` closes the threads' own connections for ``db.rows`` with the pool's, and reads after it
-    open new ones."""
-    app = make_app(tmp_path, postgresql_url)
-    client = token_client(app, make_token(app))
-    script = client.post("/api/scripts", json={"script_name": "s", "script_info": {"k": 1}}).json
-    path = f"/api/scripts/id/{script['id']}"
-    assert client.get(path).json == script
-    assert _connections(postgresql_url) >= 1
-    app.extensions["database"].dispose()
-    assert _connections(postgresql_url) == 0
-    assert client.get(path).json == script
     app.extensions["database"].dispose()
 
 

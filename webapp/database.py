@@ -19,7 +19,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, scoped_session
-from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Executable
 
 
@@ -54,10 +53,6 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.create_function("json_contains", 2, _sqlite_json_contains, deterministic=True)
 
 
-# A connection idle for longer is pinged before it is used again.
-IDLE_SECONDS = 1.0
-
-
 def make_engine(url: str, **kwargs) -> Engine:
     """Create an engine for ``url`` with the settings its dialect needs."""
     if url.startswith("sqlite"):
@@ -70,7 +65,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     return engine
 
 
-def _ping_idle_connections(engine: Engine, idle_seconds: float = IDLE_SECONDS) -> None:
+def _ping_idle_connections(engine: Engine, idle_seconds: float = 1.0) -> None:
     """Check a pooled connection before use when it has been idle, and replace it when the server dropped
     it (after a restart, or an idle timeout). Unlike ``pool_pre_ping`` a connection back in the pool for
     less than ``idle_seconds`` is used unchecked, as HikariCP does: under load, the ping was a round trip
@@ -104,8 +99,6 @@ class Database:
         )
         # SQL text of the constant statements ``rows`` runs, by statement (PostgreSQL's dialect only).
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        # Each thread's own autocommit connection for ``rows``, by engine (PostgreSQL's dialect only).
-        self._readers = threading.local()
 
     def init_app(self, app) -> None:
         """Create the app's engine from ``DATABASE_URL`` and end the session with each app context."""
@@ -130,12 +123,11 @@ class Database:
     def rows(self, stmt: Executable, params: dict) -> list:
         """The rows of ``stmt`` (a module-level constant: its SQL is kept), run outside the session's transaction.
 
-        On PostgreSQL the statement runs on the driver connection itself, in autocommit, one connection per thread
-        kept for ``rows`` alone: for a cheap read or a one-statement write SQLAlchemy's work per execution (cache
-        key, execution context, result processing) and a pool checkout cost more than the database's. Parameters
-        are converted by their types as SQLAlchemy would; the columns must need no conversion by SQLAlchemy (text,
-        numbers, UUIDs, timestamps, JSONB). Errors are SQLAlchemy's, and a lost connection is replaced, the pool's
-        invalidated, as on any connection of the pool.
+        On PostgreSQL the statement runs on the pooled driver connection itself, in autocommit: for a cheap read
+        or a one-statement write SQLAlchemy's work per execution (cache key, execution context, result
+        processing) costs more than the database's. Parameters are converted by their types as SQLAlchemy would;
+        the columns must need no conversion by SQLAlchemy (text, numbers, UUIDs, timestamps, JSONB). Errors are
+        SQLAlchemy's, and a lost connection is invalidated, as on any connection of the pool.
         """
         engine = self.engine
         if engine.dialect.name != "postgresql":
@@ -145,44 +137,26 @@ class Database:
         if constant is None:
             constant = self._compiled[stmt] = _ConstantStatement(stmt, engine.dialect)
         sql, params = constant.sql, constant.parameters(params)
-        reader = self._reader(engine)
+        pooled = engine.raw_connection()
         try:
-            rows = reader.connection.execute(sql, params).fetchall()
+            driver = pooled.driver_connection
+            driver.autocommit = True
+            try:
+                return driver.execute(sql, params).fetchall()
+            finally:
+                if not driver.closed:
+                    driver.autocommit = False
         except engine.dialect.loaded_dbapi.Error as exc:
-            lost = engine.dialect.is_disconnect(exc, reader.connection, None)
+            lost = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
             if lost:
-                # What SQLAlchemy's own connections do: this one is dropped, and every pooled one older than it is
-                # replaced at its next checkout (the server that ended this one likely ended them too).
-                self._drop_reader(engine, reader)
-                engine.pool._invalidate(reader.pooled, exc, _checkin=False)
+                # What SQLAlchemy's own connections do: this one is dropped, and every older one is replaced at
+                # its next checkout (the server that ended this one likely ended them too).
+                engine.pool._invalidate(pooled, exc)
             raise DBAPIError.instance(
                 sql, params, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
             ) from exc
-        reader.used_at = time.monotonic()
-        return rows
-
-    def _reader(self, engine: Engine) -> "_Reader":
-        """This thread's autocommit connection to ``engine``'s database, checked with a ping when it has been idle
-        (as the pool's are, ``_ping_idle_connections``); opened through the pool, then detached from it."""
-        readers = self._readers.__dict__.setdefault("by_engine", weakref.WeakKeyDictionary())
-        reader = readers.get(engine)
-        if reader is not None and reader.connection.closed:  # by the engine's dispose()
-            reader = None
-        if reader is not None and time.monotonic() - reader.used_at > IDLE_SECONDS:
-            try:
-                engine.dialect.do_ping(reader.connection)
-            except engine.dialect.loaded_dbapi.Error:
-                self._drop_reader(engine, reader)
-                reader = None
-        if reader is None:
-            reader = readers[engine] = _Reader(engine)
-            _open_readers(engine).add(reader)
-        return reader
-
-    def _drop_reader(self, engine: Engine, reader: "_Reader") -> None:
-        self._readers.by_engine.pop(engine, None)
-        _open_readers(engine).discard(reader)
-        reader.close()
+        finally:
+            pooled.close()
 
     @property
     def is_postgresql(self) -> bool:
@@ -236,50 +210,3 @@ class _ConstantStatement:
         for name, processor in self.processors.items():
             values[name] = processor(values[name])
         return values
-
-
-class _Reader:
-    """A thread's connection for ``Database.rows``, in autocommit: from an unpooled engine of the same database, so
-    the pool neither counts it nor ever hands it to a session."""
-
-    def __init__(self, engine: Engine):
-        self.pooled = _readers_engine(engine).raw_connection()
-        self.connection = self.pooled.driver_connection
-        # The thread owns it now: when the thread ends, the connection is collected and closes itself.
-        self.pooled.detach()
-        self.connection.autocommit = True
-        self.used_at = time.monotonic()
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-# By engine: the unpooled engine its readers connect through, and the readers open on it (all threads').
-_READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_READERS_LOCK = threading.Lock()
-
-
-def _readers_engine(engine: Engine) -> Engine:
-    return _readers_of(engine)[0]
-
-
-def _open_readers(engine: Engine) -> set:
-    return _readers_of(engine)[1]
-
-
-def _readers_of(engine: Engine) -> tuple[Engine, set]:
-    """The unpooled engine for ``engine``'s readers and the readers open on it; ``engine.dispose()`` closes them as
-    it closes the pool's connections."""
-    with _READERS_LOCK:
-        known = _READERS.get(engine)
-        if known is None:
-            unpooled = make_engine(engine.url.render_as_string(hide_password=False), poolclass=NullPool)
-            known = _READERS[engine] = (unpooled, set())
-
-            @event.listens_for(engine, "engine_disposed")
-            def close_readers(_engine, readers=known[1]):
-                for reader in list(readers):
-                    reader.close()
-                readers.clear()
-
-    return known
