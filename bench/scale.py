@@ -17,11 +17,8 @@ from pathlib import Path
 
 import psycopg
 import requests
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from bench import bulk_ingest, support
-from webapp.cli.setup import upgrade_database
 
 DEFAULT_RECORDS = 10_000_000
 DEFAULT_BASELINE = 1_000_000
@@ -152,27 +149,6 @@ class Table:
     def wal_bytes(self) -> float:
         """Mean WAL bytes of an upload."""
         return statistics.mean(size for size, _ in self.wal)
-
-
-@contextlib.contextmanager
-def scratch_database(label: str) -> Iterator[str]:
-    """A new PostgreSQL database named after this process and ``label``, migrated to head, dropped on exit; yields
-    its SQLAlchemy URL."""
-    # support.scratch_database names its database after the process alone: this run holds two at once.
-    server = make_url(support.POSTGRES_URL)
-    name = f"scriptorium_bench_{os.getpid()}_{label}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = server.set(database=name).render_as_string(hide_password=False)
-        upgrade_database(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def seed(conninfo: str, records: int) -> None:
@@ -403,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     print("note:     WAL is the server's; other databases' writes on it during the upload count too")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scriptorium-bench-")))
-        small = seeded(stack.enter_context(scratch_database("baseline")), args.baseline)
-        large = seeded(stack.enter_context(scratch_database("large")), args.n)
+        small = seeded(stack.enter_context(support.scratch_database("baseline")), args.baseline)
+        large = seeded(stack.enter_context(support.scratch_database("large")), args.n)
         upload = tmp / "bulk.ndjson"
         bulk_ingest.write_ndjson(upload, BULK_ROWS, {})
         for table in (small, large):

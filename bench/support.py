@@ -74,10 +74,11 @@ def psycopg_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    """A new PostgreSQL database migrated to head, dropped on exit; yields its SQLAlchemy URL."""
+def scratch_database(label: str = "") -> Iterator[str]:
+    """A new PostgreSQL database migrated to head, dropped on exit; yields its SQLAlchemy URL. Its name holds the
+    process id and ``label``, so one process may hold several at once with different labels."""
     server = make_url(POSTGRES_URL)
-    name = f"scriptorium_bench_{os.getpid()}"
+    name = f"scriptorium_bench_{os.getpid()}" + (f"_{label}" if label else "")
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
