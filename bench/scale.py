@@ -109,6 +109,7 @@ class Table:
     post_seconds: float = 0.0
     bulk_seconds: list[float] = field(default_factory=list)
     wal: list[tuple[int, dict[str, int]]] = field(default_factory=list)
+    pages: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def conninfo(self) -> str:
@@ -282,6 +283,28 @@ def wal_since(conninfo: str, lsn: str) -> tuple[int, dict[str, int]]:
     return int(size), {manager: int(fpi) for manager, fpi in rows}
 
 
+def heap_pages(conninfo: str) -> int:
+    """The pages script_records' heap has now."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT pg_relation_size('script_records') / current_setting('block_size')::int"
+        ).fetchone()[0]
+
+
+def pages_landed(conninfo: str, dataset_name: str, old_pages: int) -> tuple[int, int, int]:
+    """Where the dataset's records went: how many of the heap's ``old_pages`` pages they landed in (the free space
+    VACUUM left at the end of full pages), in how many pages added after, and ``old_pages``."""
+    with psycopg.connect(conninfo) as conn:
+        old, new = conn.execute(
+            "SELECT count(DISTINCT page) FILTER (WHERE page < %(old)s),"
+            " count(DISTINCT page) FILTER (WHERE page >= %(old)s)"
+            " FROM (SELECT (r.ctid::text::point)[0]::bigint AS page FROM script_records r"
+            " JOIN datasets d ON d.id = r.dataset_id WHERE d.dataset_name = %(name)s) landed",
+            {"old": old_pages, "name": dataset_name},
+        ).fetchone()
+    return old, new, old_pages
+
+
 @contextlib.contextmanager
 def wal_kept(conninfo: str) -> Iterator[None]:
     """The server keeps its WAL from here to the block's end (a temporary replication slot, gone with its session),
@@ -319,6 +342,7 @@ def measure(tables: list[Table], upload: Path) -> None:
         # A dataset of its own per upload, so no row of the same file is a duplicate of an earlier upload's.
         names = {**table.names, "dataset_name": f"{bulk_ingest.DATASET} upload {number + 1}"}
         bulk_ingest.checkpoint(table.conninfo)
+        old_pages = heap_pages(table.conninfo)
         with wal_kept(table.conninfo):
             lsn = wal_lsn(table.conninfo)
             _, seconds, job = bulk_ingest.bulk_upload(table.http, table.server_url, names, upload, timeout=1800)
@@ -327,6 +351,7 @@ def measure(tables: list[Table], upload: Path) -> None:
         if (job["state"], job["inserted"]) != ("succeeded", BULK_ROWS):
             raise RuntimeError(f"the bulk job ended {job}")
         table.bulk_seconds.append(seconds)
+        table.pages.append(pages_landed(table.conninfo, names["dataset_name"], old_pages))
 
 
 def report(table: Table) -> None:
@@ -351,6 +376,12 @@ def report(table: Table) -> None:
         f"(mean of {uploads} MB){fpi}",
         flush=True,
     )
+    for old, new, old_pages in table.pages:
+        print(
+            f"pages:    {table.records:,} records: the upload's {BULK_ROWS:,} rows landed in {old:,} of the heap's "
+            f"{old_pages:,} pages from before it ({old / old_pages:.0%}) and in {new:,} pages added after",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
