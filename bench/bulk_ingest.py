@@ -263,11 +263,9 @@ def binary_copy(conninfo: str, rows: list[tuple]) -> float:
                 copy.write_row(row)
         conn.commit()
         elapsed = time.perf_counter() - started
-        (stored,) = conn.execute("SELECT count(*) FROM script_records").fetchone()
-        if stored != len(rows):
-            raise RuntimeError(f"COPY stored {stored:,} rows, expected {len(rows):,}")
-        conn.execute("TRUNCATE script_records")
-        conn.commit()
+    stored = empty_table(conninfo)
+    if stored != len(rows):
+        raise RuntimeError(f"COPY stored {stored:,} rows, expected {len(rows):,}")
     return elapsed
 
 
