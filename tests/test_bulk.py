@@ -5,6 +5,7 @@ These run the jobs on the embedded default's in-process queue; tests/test_worker
 
 import io
 import json
+import sys
 import uuid
 from datetime import datetime, timedelta
 
@@ -14,6 +15,7 @@ import pytest
 from tests.conftest import db_job, make_app, make_token, record_form, token_client
 from tests.servers import wait_until
 from webapp import bulk_sql
+from webapp.services import bulk
 from webapp.services.record_rules import RECORD_RULES, record_rule
 
 
@@ -83,6 +85,27 @@ def test_bulk_rows_get_time_ordered_ids_in_line_order(client, app, reference, sc
     ids = [uuid.UUID(record["id"]) for record in records]
     assert len(ids) == 10 and {i.version for i in ids} == {7}
     assert ids == sorted(ids)
+
+
+def test_a_job_hands_the_gil_over_promptly_and_restores_the_interval(client, reference, script, bulk_url, monkeypatch):
+    """While a job stores its chunks, the process switches threads every ``PROMPT_SWITCH_SECONDS``; once it ended,
+    at the interval it had before (the setting is the whole process's)."""
+    before = sys.getswitchinterval()
+    seen = []
+    copy_new_rows = bulk_sql.copy_new_rows
+
+    def recording(*args, **kwargs):
+        seen.append(sys.getswitchinterval())
+        return copy_new_rows(*args, **kwargs)
+
+    monkeypatch.setattr(bulk_sql, "copy_new_rows", recording)
+    content = ndjson(*({**ROW, "timestamp": f"2024-05-01T00:00:{second:02d}Z"} for second in range(3)))
+    job = finished(client, post_bulk(client, bulk_url, content, "rows.ndjson"))
+    assert (job["state"], job["inserted"]) == ("succeeded", 3)
+    # Python keeps the interval in whole microseconds.
+    assert seen and {round(value * 1e6) for value in seen} == {round(bulk.PROMPT_SWITCH_SECONDS * 1e6)}
+    assert round(before * 1e6) != round(bulk.PROMPT_SWITCH_SECONDS * 1e6)
+    assert sys.getswitchinterval() == before
 
 
 def test_csv_upload_with_json_columns_and_multiline_cells(client, reference, script, bulk_url):
